@@ -1,0 +1,374 @@
+"""Typed run configuration: dataclasses, YAML load/save and ``key=value`` overrides.
+
+The sections and key names follow the official I-JEPA YAML files (``data``, ``logging``, ``mask``,
+``meta``, ``optimization``) so those files load unchanged; our own additions are extra keys in the
+same sections. Unknown or mistyped keys are rejected with the nearest valid name, and an override
+must have the type of the field it replaces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+PLACEHOLDER_PREFIX = "$replace_this"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the offending key or file."""
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are augmented."""
+
+    dataset: str = "embedded"
+    """Dataset spec: ``embedded``, ``fashion-mnist[:DIR]``, ``imagefolder:DIR`` or ``hf:PATH``.
+    Ignored when ``root_path`` and ``image_folder`` are both set (official layout)."""
+    batch_size: int = 128
+    """Images per step on each process."""
+    crop_size: int = 224
+    """Side of the square training crop in pixels."""
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    """RandomResizedCrop area range."""
+    use_horizontal_flip: bool = False
+    use_color_distortion: bool = False
+    color_jitter_strength: float = 0.0
+    use_gaussian_blur: bool = False
+    num_workers: int = 2
+    """DataLoader workers for file datasets (in-memory sets need none)."""
+    pin_mem: bool = True
+    root_path: str | None = None
+    """Official layout: the datasets directory (used with ``image_folder``)."""
+    image_folder: str | None = None
+    """Official layout: the folder under ``root_path`` holding ``train/``."""
+    max_images: int | None = None
+    """Use only the first N training images (for quick runs)."""
+
+
+@dataclass
+class LoggingConfig:
+    """Run folder, metrics and checkpoint cadence."""
+
+    folder: str = "runs/ijepa"
+    """Run folder: metrics, resolved config and checkpoints live here."""
+    write_tag: str = "jepa"
+    """Prefix of checkpoint and log file names."""
+    log_every: int = 10
+    """Steps between metric records (the only steps that synchronise with the device)."""
+    checkpoint_every: int = 0
+    """Steps between ``latest`` checkpoints; 0 means at the end of every epoch."""
+    keep_every: int = 0
+    """Also keep a numbered checkpoint every N steps (0: keep only ``latest``)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class MaskConfig:
+    """Multi-block masking (see docs: masks)."""
+
+    allow_overlap: bool = False
+    aspect_ratio: tuple[float, float] = (0.75, 1.5)
+    enc_mask_scale: tuple[float, float] = (0.85, 1.0)
+    min_keep: int = 10
+    num_enc_masks: int = 1
+    num_pred_masks: int = 4
+    patch_size: int = 16
+    pred_mask_scale: tuple[float, float] = (0.15, 0.2)
+    mode: str = "default"
+    """``default`` (fixed sampler) or ``official`` (reproduces the official sampler's sizes)."""
+    per_image_size: bool = False
+    """Draw block sizes per image instead of once per batch."""
+
+
+@dataclass
+class MetaConfig:
+    """Model choice and run-wide switches."""
+
+    model_name: str = "vit_base"
+    """Encoder size: vit_tiny, vit_small, vit_base, vit_large, vit_huge, vit_giant."""
+    pred_depth: int = 6
+    pred_emb_dim: int = 384
+    enc_depth: int | None = None
+    """Encoder depth; None keeps the size's (our addition, for small-CPU recipes)."""
+    enc_emb_dim: int | None = None
+    """Encoder width; None keeps the size's."""
+    enc_num_heads: int | None = None
+    """Encoder (and predictor) heads; None keeps the size's."""
+    use_bfloat16: bool = True
+    load_checkpoint: bool = False
+    """Official key: resume from ``read_checkpoint`` (we also resume automatically from the run folder)."""
+    read_checkpoint: str | None = None
+    copy_data: bool = False
+    """Official key, accepted and ignored (it copied data to local disk on the FAIR cluster)."""
+    seed: int = 0
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    attn_impl: str = "auto"
+    """``auto``, ``sdpa`` or ``plain``."""
+    compile: bool = False
+    """Wrap the models with ``torch.compile``."""
+    deterministic: bool = False
+    """Deterministic algorithms (for exact-resume checks)."""
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class OptimizationConfig:
+    """Optimiser and schedules (pure functions of the step)."""
+
+    ema: tuple[float, float] = (0.996, 1.0)
+    epochs: int = 300
+    final_lr: float = 1.0e-6
+    final_weight_decay: float = 0.4
+    ipe_scale: float = 1.0
+    lr: float = 1.0e-3
+    start_lr: float = 2.0e-4
+    warmup: float = 40
+    """Warm-up length in epochs (may be fractional)."""
+    weight_decay: float = 0.04
+    loss: str = "smooth_l1"
+    """``smooth_l1`` (official code) or ``l2`` (paper text)."""
+    max_steps: int | None = None
+    """Stop after this many steps (schedules still span the full run)."""
+    nan_policy: str = "stop"
+    """On a non-finite loss: ``stop`` with a clear error, or ``skip`` the step and count it."""
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists), suitable for YAML or a checkpoint."""
+        return _plain(dataclasses.asdict(self))
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "mask.mode": ("default", "official"),
+    "meta.attn_impl": ("auto", "sdpa", "plain"),
+    "optimization.loss": ("smooth_l1", "l2"),
+    "optimization.nan_policy": ("stop", "skip"),
+    "meta.model_name": (
+        "vit_tiny",
+        "vit_small",
+        "vit_base",
+        "vit_large",
+        "vit_huge",
+        "vit_giant",
+    ),
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _suggest(name: str, options: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples where needed."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} numbers, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover - schema bug
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a :class:`Config` from a nested dict, rejecting unknown keys and wrong types.
+
+    Args:
+        raw: ``{section: {key: value}}`` as read from YAML.
+        source: what to call the input in error messages (a file name).
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    cfg = Config()
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    for sec_name, sec_values in raw.items():
+        if sec_name not in sections:
+            raise ConfigError(
+                f"{source}: unknown section '{sec_name}'{_suggest(sec_name, sections)}"
+            )
+        if sec_values is None:
+            continue
+        if not isinstance(sec_values, dict):
+            raise ConfigError(f"{source}: section '{sec_name}' must be a mapping")
+        section = getattr(cfg, sec_name)
+        hints = _section_types(type(section))
+        for key, value in sec_values.items():
+            _set_field(section, hints, sec_name, key, value, source)
+    return cfg
+
+
+def _set_field(
+    section: Any, hints: dict[str, Any], sec_name: str, key: str, value: Any, source: str
+) -> None:
+    full = f"{sec_name}.{key}"
+    if key not in hints:
+        raise ConfigError(f"{source}: unknown key '{full}'{_suggest(key, hints)}")
+    value = _coerce(value, hints[key], f"{source}: {full}")
+    choices = _CHOICES.get(full)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{source}: {full} must be one of {', '.join(choices)}; got {value!r}")
+    setattr(section, key, value)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config file (ours or an official one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    return config_from_dict(raw or {}, source=str(path))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+
+
+def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
+    """Apply ``section.key=value`` strings (values parsed as YAML) and return a new config."""
+    out = config_from_dict(cfg.to_dict())
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        dotted, text = item.split("=", 1)
+        if "." not in dotted:
+            raise ConfigError(
+                f"override '{item}': name a section and a key, e.g. data.batch_size=64"
+            )
+        sec_name, key = dotted.split(".", 1)
+        sections = {f.name for f in dataclasses.fields(Config)}
+        if sec_name not in sections:
+            raise ConfigError(
+                f"override '{item}': unknown section '{sec_name}'{_suggest(sec_name, sections)}"
+            )
+        try:
+            value = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override '{item}': value is not valid YAML ({err})") from err
+        section = getattr(out, sec_name)
+        _set_field(section, _section_types(type(section)), sec_name, key, value, "override")
+    return out
+
+
+def check_placeholders(cfg: Config) -> None:
+    """Refuse the official files' ``$replace_this...`` placeholders, naming the key to set."""
+    for sec_name, values in cfg.to_dict().items():
+        for key, value in values.items():
+            if isinstance(value, str) and value.startswith(PLACEHOLDER_PREFIX):
+                raise ConfigError(
+                    f"{sec_name}.{key} is still the placeholder '{value}'; "
+                    f"set it, e.g. {sec_name}.{key}=/path/to/..."
+                )
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that the type system cannot express."""
+    check_placeholders(cfg)
+    d, m, o = cfg.data, cfg.mask, cfg.optimization
+    if d.batch_size < 1:
+        raise ConfigError(f"data.batch_size must be >= 1, got {d.batch_size}")
+    if m.patch_size < 1 or d.crop_size % m.patch_size != 0:
+        raise ConfigError(
+            f"data.crop_size ({d.crop_size}) must be a multiple of mask.patch_size ({m.patch_size})"
+        )
+    for name in ("crop_scale",):
+        lo, hi = getattr(d, name)
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"data.{name} must satisfy 0 < min <= max <= 1, got {(lo, hi)}")
+    for name in ("enc_mask_scale", "pred_mask_scale"):
+        lo, hi = getattr(m, name)
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"mask.{name} must satisfy 0 < min <= max <= 1, got {(lo, hi)}")
+    if not 0 < m.aspect_ratio[0] <= m.aspect_ratio[1]:
+        raise ConfigError(f"mask.aspect_ratio must satisfy 0 < min <= max, got {m.aspect_ratio}")
+    if m.num_pred_masks < 1 or m.num_enc_masks < 1:
+        raise ConfigError("mask.num_pred_masks and mask.num_enc_masks must be >= 1")
+    if o.epochs < 1:
+        raise ConfigError(f"optimization.epochs must be >= 1, got {o.epochs}")
+    if o.warmup < 0 or o.warmup > o.epochs:
+        raise ConfigError(
+            f"optimization.warmup ({o.warmup}) must lie in [0, optimization.epochs={o.epochs}]"
+        )
+    if not 0 <= o.ema[0] <= o.ema[1] <= 1:
+        raise ConfigError(f"optimization.ema must satisfy 0 <= start <= end <= 1, got {o.ema}")
+    if o.ipe_scale <= 0:
+        raise ConfigError(f"optimization.ipe_scale must be > 0, got {o.ipe_scale}")
+    if o.max_steps is not None and o.max_steps < 1:
+        raise ConfigError(f"optimization.max_steps must be >= 1, got {o.max_steps}")
+    for key in ("lr", "start_lr", "final_lr", "weight_decay", "final_weight_decay"):
+        if getattr(o, key) < 0:
+            raise ConfigError(f"optimization.{key} must be >= 0")
+    if cfg.logging.log_every < 1:
+        raise ConfigError("logging.log_every must be >= 1")
+
+
+def dataset_spec(cfg: Config) -> str:
+    """The dataset spec a run uses: the official ``root_path``/``image_folder`` pair wins."""
+    d = cfg.data
+    if d.root_path and d.image_folder:
+        return f"imagefolder:{Path(d.root_path) / d.image_folder}"
+    return d.dataset

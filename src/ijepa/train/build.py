@@ -1,0 +1,64 @@
+"""Build the I-JEPA networks from plain model arguments (never from files or the environment)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ijepa.models import VisionTransformer, VisionTransformerPredictor, vit_encoder
+from ijepa.train.step import JEPAModels
+
+
+
+def model_args_from_config(cfg: Any, in_chans: int) -> dict[str, Any]:
+    """The architecture facts of a run, stored in every checkpoint to rebuild its networks."""
+    return {
+        "model_name": cfg.meta.model_name,
+        "img_size": cfg.data.crop_size,
+        "patch_size": cfg.mask.patch_size,
+        "in_chans": in_chans,
+        "pred_depth": cfg.meta.pred_depth,
+        "pred_emb_dim": cfg.meta.pred_emb_dim,
+        "enc_depth": cfg.meta.enc_depth,
+        "enc_emb_dim": cfg.meta.enc_emb_dim,
+        "enc_num_heads": cfg.meta.enc_num_heads,
+    }
+
+
+def build_encoder(
+    model_args: dict[str, Any], *, attn_impl: str = "auto", drop_path_rate: float = 0.0
+) -> VisionTransformer:
+    """A context encoder as described by ``model_args``."""
+    overrides = {
+        key: model_args[arg]
+        for key, arg in (("depth", "enc_depth"), ("embed_dim", "enc_emb_dim"), ("num_heads", "enc_num_heads"))
+        if model_args.get(arg) is not None
+    }
+    return vit_encoder(
+        model_args["model_name"],
+        **overrides,
+        img_size=model_args["img_size"],
+        patch_size=model_args["patch_size"],
+        in_chans=model_args["in_chans"],
+        attn_impl=attn_impl,
+        drop_path_rate=drop_path_rate,
+    )
+
+
+def build_models(
+    model_args: dict[str, Any], *, attn_impl: str = "auto", drop_path_rate: float = 0.0
+) -> JEPAModels:
+    """Context encoder, predictor, and a frozen copy of the encoder as EMA target."""
+    encoder = build_encoder(model_args, attn_impl=attn_impl, drop_path_rate=drop_path_rate)
+    predictor = VisionTransformerPredictor(
+        grid_size=encoder.grid_size,
+        embed_dim=encoder.embed_dim,
+        predictor_embed_dim=model_args["pred_emb_dim"],
+        depth=model_args["pred_depth"],
+        num_heads=encoder.num_heads,
+        attn_impl=attn_impl,
+    )
+    target = copy.deepcopy(encoder)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return JEPAModels(encoder=encoder, predictor=predictor, target_encoder=target)

@@ -1,0 +1,155 @@
+"""One I-JEPA training step: forward, backward, optimizer, EMA. No I/O, no host syncs.
+
+The order matters and is the paper's:
+1. the target encoder sees the whole image (no gradients); its output is layer-normed without
+   affine parameters and the target-block tokens are gathered;
+2. the context encoder sees only the context tokens; the predictor predicts every target block
+   in one batched pass;
+3. the loss (smooth-L1 or L2) is back-propagated through predictor and context encoder;
+4. after the optimizer step the target encoder moves toward the context encoder by EMA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ijepa.models import apply_masks
+from ijepa.train.optim import set_lr_wd
+
+
+@dataclass
+class JEPAModels:
+    """The three networks of I-JEPA."""
+
+    encoder: nn.Module
+    predictor: nn.Module
+    target_encoder: nn.Module
+
+
+@dataclass
+class StepOutput:
+    """Device tensors (never synchronised here): the loss and the target-feature std."""
+
+    loss: torch.Tensor
+    target_std: torch.Tensor
+    skipped: bool = False
+
+
+def autocast_context(device_type: str, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CPU or CUDA when enabled (no GradScaler is needed for bf16)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+def compute_targets(
+    target_encoder: nn.Module, images: torch.Tensor, masks_pred: torch.Tensor, nenc: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer-normed target-encoder features of the target blocks.
+
+    Args:
+        images: (B, C, H, W).
+        masks_pred: (M, B, Kt) patch indices of the target blocks.
+        nenc: number of context masks; targets are repeated to match the predictor's batch.
+
+    Returns:
+        targets (M * nenc * B, Kt, D) in (target block, context mask, image) order, and the mean
+        per-dimension std of the normalised target features (a collapse monitor), both without
+        gradients.
+    """
+    with torch.no_grad():
+        h = target_encoder(images)  # (B, N, D)
+        h = F.layer_norm(h, (h.size(-1),))  # no affine parameters, eps 1e-5
+        std = h.float().flatten(0, 1).std(dim=0).mean()
+        t = apply_masks(h, masks_pred)  # (M * B, Kt, D)
+        if nenc > 1:
+            m, b = masks_pred.shape[0], masks_pred.shape[1]
+            t = t.view(m, 1, b, *t.shape[1:]).expand(m, nenc, b, *t.shape[1:])
+            t = t.reshape(m * nenc * b, *t.shape[3:])
+    return t, std
+
+
+def jepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "smooth_l1") -> torch.Tensor:
+    """Mean over all elements of smooth-L1 (official code) or squared error (paper text)."""
+    pred = pred.float()
+    target = target.float()
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target)
+    if kind == "l2":
+        return F.mse_loss(pred, target)
+    raise ValueError(f"unknown loss '{kind}': expected 'smooth_l1' or 'l2'")
+
+
+def forward_loss(
+    models: JEPAModels,
+    images: torch.Tensor,
+    masks_enc: torch.Tensor,
+    masks_pred: torch.Tensor,
+    *,
+    loss_kind: str = "smooth_l1",
+    bf16: bool = False,
+) -> StepOutput:
+    """Forward pass and loss (with gradients through encoder and predictor).
+
+    Args:
+        images: (B, C, H, W) float.
+        masks_enc: (nenc, B, Kc) context patch indices.
+        masks_pred: (M, B, Kt) target patch indices.
+    """
+    device_type = images.device.type
+    with autocast_context(device_type, bf16):
+        targets, std = compute_targets(
+            models.target_encoder, images, masks_pred, nenc=masks_enc.shape[0]
+        )
+        z = models.encoder(images, masks_enc)  # (nenc * B, Kc, D)
+        z = models.predictor(z, masks_enc, masks_pred)  # (M * nenc * B, Kt, D)
+    loss = jepa_loss(z, targets, loss_kind)
+    return StepOutput(loss=loss, target_std=std)
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """``t = m * t + (1 - m) * c`` over all parameters, with foreach kernels."""
+    t_params = [p for p in target.parameters() if p.dtype.is_floating_point]
+    o_params = [p for p in online.parameters() if p.dtype.is_floating_point]
+    if len(t_params) != len(o_params):
+        raise ValueError("target and online encoders have different parameter lists")
+    torch._foreach_mul_(t_params, momentum)
+    torch._foreach_add_(t_params, o_params, alpha=1.0 - momentum)
+
+
+def train_step(
+    models: JEPAModels,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    masks_enc: torch.Tensor,
+    masks_pred: torch.Tensor,
+    *,
+    lr: float,
+    wd: float,
+    momentum: float,
+    loss_kind: str = "smooth_l1",
+    bf16: bool = False,
+    skip_nonfinite: bool = False,
+) -> StepOutput:
+    """One full optimisation step. Returns device tensors; nothing is synchronised.
+
+    With ``skip_nonfinite`` a non-finite loss is detected on the host (one sync per step) and the
+    step is skipped: no backward, no update, no EMA; ``out.skipped`` is set.
+    """
+    set_lr_wd(optimizer, lr, wd)
+    out = forward_loss(models, images, masks_enc, masks_pred, loss_kind=loss_kind, bf16=bf16)
+    if skip_nonfinite and not bool(torch.isfinite(out.loss)):
+        # the only host sync in a step, and only under nan_policy=skip
+        out.skipped = True
+        return out
+    out.loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    ema_update(models.target_encoder, models.encoder, momentum)
+    return out
