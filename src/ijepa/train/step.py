@@ -152,4 +152,5 @@ def train_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     ema_update(models.target_encoder, models.encoder, momentum)
+    out.loss = out.loss.detach()
     return out
