@@ -32,6 +32,10 @@ def test_overrides_types():
     assert cfg.optimization.lr == 0.01 and cfg.meta.use_bfloat16 is False
     # an int is accepted where a float is expected, but not the other way round
     assert apply_overrides(Config(), ["optimization.lr=1"]).optimization.lr == 1.0
+    # PyYAML reads 1e-3 as a string; numeric spellings are still accepted for numbers
+    assert apply_overrides(Config(), ["optimization.lr=1e-3"]).optimization.lr == 1e-3
+    with pytest.raises(ConfigError, match="expected a number"):
+        apply_overrides(Config(), ["optimization.lr=fast"])
     with pytest.raises(ConfigError, match=r"data.batch_size: expected an integer"):
         apply_overrides(Config(), ["data.batch_size=1.5"])
     with pytest.raises(ConfigError, match="expected true or false"):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ijepa.config import Config, dataset_spec, save_config, validate
+from ijepa.config import Config, ConfigError, dataset_spec, save_config, validate
 from ijepa.data import (
     ImageFolderDataset,
     load_imageset,
@@ -197,9 +197,12 @@ def train(cfg: Config, *, on_log: Callable[[dict[str, Any]], None] | None = None
         ema=o.ema,
     )
     model_args = model_args_from_config(cfg, in_chans)
-    models = build_models(
-        model_args, attn_impl=cfg.meta.attn_impl, drop_path_rate=cfg.meta.drop_path_rate
-    )
+    try:
+        models = build_models(
+            model_args, attn_impl=cfg.meta.attn_impl, drop_path_rate=cfg.meta.drop_path_rate
+        )
+    except ValueError as err:
+        raise ConfigError(f"invalid model settings (meta.*, mask.patch_size): {err}") from err
     for module in (models.encoder, models.predictor, models.target_encoder):
         module.to(device)
     models.target_encoder.eval()
