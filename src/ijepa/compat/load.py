@@ -1,0 +1,306 @@
+"""One entry point for every format: :func:`load_encoder` returns a ready encoder and its transform.
+
+Formats (detected from the path, see :func:`detect_format`):
+
+* ``ours``: our training checkpoint (``.pth.tar``, with ``format_version``), or our encoder
+  ``.safetensors`` (official names plus an ``ijepa`` header);
+* ``official``: an official ``.pth.tar`` (``module.``-prefixed ``encoder``/``target_encoder``);
+* ``hf``: a transformers ``IJepaModel`` folder (``config.json`` with ``model_type: ijepa``);
+* ``timm``: a timm ``.safetensors`` file or folder, or a ``.pth`` state dict of a ``*_gap`` ViT.
+
+Every pickle-based file is read with ``torch.load(weights_only=True)``
+(:func:`ijepa.train.checkpoint.load_checkpoint`): one that needs arbitrary unpickling is refused.
+Every load is strict, or names the missing, unexpected or mis-shaped keys.
+
+Normalisation of the returned transform: the mean/std the file records (our checkpoints'
+``normalization`` entry or ``config.data.mean/std``, our exports' ``ijepa`` metadata), else the
+ImageNet statistics for 3-channel models and ``0.5/0.5`` for 1-channel ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ijepa.compat.arch import (
+    ConversionError,
+    EncoderMeta,
+    encoder_from_state,
+    encoder_model_args,
+    model_args_of,
+)
+from ijepa.compat.hf import load_hf
+from ijepa.compat.official import select_encoder
+from ijepa.compat.safetensors_io import read_header, read_keys, save_tensors
+from ijepa.compat.timm import load_timm, timm_state_to_encoder, unwrap_state_dict
+from ijepa.models import VisionTransformer
+from ijepa.train.checkpoint import load_checkpoint
+
+__all__ = [
+    "DEFAULT_CROP_PCT",
+    "FORMATS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "build_transform",
+    "default_stats",
+    "detect_format",
+    "load_encoder",
+    "read_encoder",
+    "save_encoder",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("ours", "official", "hf", "timm")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_CROP_PCT = 0.875
+"""Resize the short side to ``img_size / 0.875`` (256 for 224), then centre-crop ``img_size``."""
+
+
+def default_stats(
+    in_chans: int, meta: EncoderMeta | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation mean/std: recorded ones, else ImageNet (3 channels) or 0.5/0.5."""
+    if meta is not None and meta.mean is not None and meta.std is not None:
+        if len(meta.mean) == in_chans and len(meta.std) == in_chans:
+            return tuple(meta.mean), tuple(meta.std)
+        logger.warning("recorded mean/std do not have %d channels; using defaults", in_chans)
+    if in_chans == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (0.5,) * in_chans, (0.5,) * in_chans
+
+
+def _stats_from_checkpoint(state: Mapping[str, Any]) -> tuple[Any, Any]:
+    norm = state.get("normalization")
+    if isinstance(norm, Mapping) and "mean" in norm and "std" in norm:
+        return norm["mean"], norm["std"]
+    config = state.get("config")
+    data = config.get("data") if isinstance(config, Mapping) else None
+    if isinstance(data, Mapping) and data.get("mean") is not None and data.get("std") is not None:
+        return data["mean"], data["std"]
+    return None, None
+
+
+def _classify_state(state: Mapping[str, Any], path: Path) -> str:
+    """Format of a loaded ``.pth``/``.pth.tar`` dict."""
+    if "format_version" in state:
+        return "ours"
+    if any(isinstance(state.get(k), Mapping) for k in ("encoder", "target_encoder")):
+        return "official"
+    if any(str(k).startswith("blocks.") for k in unwrap_state_dict(state)):
+        return "timm"
+    raise ConversionError(
+        f"{path}: a checkpoint with keys {sorted(map(str, state))[:8]} matches no known format"
+    )
+
+
+def _detect_path(path: Path) -> str | None:
+    """Format of a folder or safetensors file; ``None`` for pickle files (to be loaded first)."""
+    if path.is_dir():
+        config_path = path / "config.json"
+        if not config_path.is_file():
+            raise ConversionError(f"{path}: a folder without config.json is no known model format")
+        try:
+            config = json.loads(config_path.read_text())
+        except ValueError as err:
+            raise ConversionError(f"{config_path}: invalid JSON ({err})") from err
+        if config.get("model_type") is not None:
+            return "hf"
+        if "architecture" in config:
+            return "timm"
+        raise ConversionError(f"{config_path}: neither a transformers nor a timm config")
+    if not path.is_file():
+        raise ConversionError(f"not found: {path}")
+    if path.suffix != ".safetensors":
+        return None
+    header = read_header(path)
+    if "timm_architecture" in header:
+        return "timm"
+    if "ijepa" in header:
+        return "ours"
+    if any(k.startswith(("embeddings.", "encoder.layer.", "layers.")) for k in read_keys(path)):
+        raise ConversionError(
+            f"{path}: transformers weights without their folder; pass the folder that holds "
+            "config.json"
+        )
+    return "timm"
+
+
+def detect_format(path: str | Path) -> str:
+    """``"ours"``, ``"official"``, ``"hf"`` or ``"timm"`` for a file or folder.
+
+    Raises:
+        ConversionError: the path does not exist or matches no known format.
+    """
+    path = Path(path)
+    fmt = _detect_path(path)
+    return fmt if fmt is not None else _classify_state(load_checkpoint(path), path)
+
+
+def _from_training_checkpoint(
+    state: Mapping[str, Any], what: str, which: str, device: str | torch.device
+) -> tuple[VisionTransformer, EncoderMeta]:
+    model_args = model_args_of(state, what)
+    sd = select_encoder(state, which, what)
+    encoder = encoder_from_state(sd, model_args, f"{what} [{which} encoder]", device)
+    mean, std = _stats_from_checkpoint(state)
+    meta = EncoderMeta(
+        model_args=model_args,
+        which=which,
+        mean=tuple(float(v) for v in mean) if mean is not None else None,
+        std=tuple(float(v) for v in std) if std is not None else None,
+    )
+    return encoder, meta
+
+
+def _check_fmt(path: Path, wanted: str | None, detected: str) -> None:
+    if wanted is None or wanted == detected:
+        return
+    if wanted not in FORMATS:
+        raise ConversionError(f"unknown format {wanted!r}; choose one of {', '.join(FORMATS)}")
+    # our encoder .safetensors and timm's share names: either reader takes either file
+    if {wanted, detected} <= {"ours", "timm"} and path.suffix == ".safetensors":
+        return
+    raise ConversionError(f"{path} looks like the {detected!r} format, not {wanted!r}")
+
+
+def read_encoder(
+    path: str | Path,
+    *,
+    which: str = "target",
+    fmt: str | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[VisionTransformer, EncoderMeta]:
+    """Load an encoder from any supported format, as stored (no resize, train mode).
+
+    Args:
+        path: file or folder.
+        which: ``"target"`` (default) or ``"context"`` for training checkpoints; files holding a
+            single encoder ignore it (with a warning when they record the other one).
+        fmt: one of :data:`FORMATS`, or ``None`` to detect it.
+        device: where the weights go.
+
+    Returns:
+        ``(encoder, meta)``.
+    """
+    path = Path(path)
+    if which not in ("target", "context"):
+        raise ConversionError(f"which must be 'target' or 'context', got {which!r}")
+    detected = _detect_path(path)
+    if detected is None:  # a pickle file: load it once, safely
+        state = load_checkpoint(path)
+        detected = _classify_state(state, path)
+        _check_fmt(path, fmt, detected)
+        if detected in ("ours", "official"):
+            return _from_training_checkpoint(state, str(path), which, device)
+        encoder, meta = timm_state_to_encoder(
+            unwrap_state_dict(state), None, None, f"{path} [timm]", device
+        )
+    else:
+        _check_fmt(path, fmt, detected)
+        encoder, meta = load_hf(path, device) if detected == "hf" else load_timm(path, device)
+    if meta.which is None:
+        logger.info(
+            "%s holds a single encoder and does not say which; the transformers and timm "
+            "conversions of the released models hold the context encoder",
+            path,
+        )
+    elif meta.which != which:
+        logger.warning("%s holds the %s encoder only (you asked for %s)", path, meta.which, which)
+    else:
+        logger.info("%s: the %s encoder", path, which)
+    return encoder, meta
+
+
+def save_encoder(
+    encoder: VisionTransformer, path: str | Path, meta: EncoderMeta | None = None
+) -> Path:
+    """Write ``encoder`` as our ``.safetensors`` (official names, architecture in the header).
+
+    The same file loads in timm (the names are timm's); :func:`load_encoder` reads it back.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ConversionError(f"an encoder-only export is a .safetensors file, got {path}")
+    if meta is None:
+        meta = EncoderMeta(model_args=encoder_model_args(encoder))
+    save_tensors(encoder.state_dict(), path, meta)
+    logger.info("wrote encoder weights %s", path)
+    return path
+
+
+def build_transform(
+    img_size: int | tuple[int, int],
+    in_chans: int = 3,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    crop_pct: float = DEFAULT_CROP_PCT,
+) -> Callable[[Any], torch.Tensor]:
+    """Evaluation preprocessing (torchvision v2): PIL/uint8 image -> float ``(C, H, W)``.
+
+    Converts to ``in_chans`` channels (RGB or grayscale), resizes the short side to
+    ``img_size / crop_pct`` (bicubic, antialiased), centre-crops ``img_size``, scales to
+    ``[0, 1]`` and normalises with ``mean``/``std`` (defaults: :func:`default_stats`).
+    """
+    from torchvision.transforms import v2
+
+    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if mean is None or std is None:
+        mean, std = default_stats(in_chans)
+    if in_chans == 3:
+        channels: Any = v2.RGB()
+    elif in_chans == 1:
+        channels = v2.Grayscale(num_output_channels=1)
+    else:
+        channels = v2.Identity()
+    resize = [round(s / crop_pct) for s in size]
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            channels,
+            v2.Resize(min(resize), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+
+def load_encoder(
+    path: str | Path,
+    *,
+    which: str = "target",
+    img_size: int | tuple[int, int] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[VisionTransformer, Callable[[Any], torch.Tensor]]:
+    """A ready I-JEPA encoder (eval mode) from any supported file, and its preprocessing.
+
+    Args:
+        path: our or an official ``.pth.tar``, a transformers folder, a timm or our
+            ``.safetensors`` file or folder.
+        which: ``"target"`` (EMA encoder, default, as evaluated in the paper) or ``"context"``;
+            only training checkpoints hold both.
+        img_size: image side (or ``(H, W)``) to run at; the sin-cos positions are rebuilt for it.
+            ``None`` keeps the trained size.
+        device: device of the returned encoder.
+
+    Returns:
+        ``(encoder, transform)``: ``encoder(x (B, C, H, W)) -> (B, N, D)`` patch tokens after the
+        final norm; ``transform(image) -> (C, H, W)`` float tensor.
+    """
+    encoder, meta = read_encoder(path, which=which, device=device)
+    if img_size is not None and tuple(encoder.img_size) != (
+        (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    ):
+        encoder.resize_pos_embed(img_size)
+        logger.info("positional table rebuilt for %s px", img_size)
+    encoder.eval()
+    mean, std = default_stats(encoder.in_chans, meta)
+    transform = build_transform(encoder.img_size, encoder.in_chans, mean, std)
+    return encoder, transform
