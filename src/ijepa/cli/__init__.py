@@ -36,6 +36,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         MaskSamplingError,
         TrainingDiverged,
         FileNotFoundError,
+        ValueError,
     )
 
 
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except user_errors() as err:
+        logger.debug("details", exc_info=True)  # the traceback, with -v
         print(f"ijepa {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -65,7 +65,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Handler of ``ijepa demo``."""
-    from ijepa.demo import format_table, run_demo as demo
+    from ijepa.demo import format_table
+    from ijepa.demo import run_demo as demo
     from ijepa.recipes import preset
 
     cfg = preset("demo")

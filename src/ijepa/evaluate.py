@@ -1,0 +1,176 @@
+"""Evaluation glue: an encoder plus a labelled data set in, protocol results out.
+
+``ijepa.eval`` holds the protocols on tensors and knows nothing of data sets; this module feeds it
+from :class:`ijepa.data.ImageSet` objects and is what ``ijepa embed``, ``ijepa eval``, the demo
+and the quality benchmark call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ijepa.data import ImageSet, eval_transform_batch
+from ijepa.eval import (
+    FeatureSet,
+    attentive_probe,
+    checkpoint_fingerprint,
+    extract_features,
+    knn_classify,
+    linear_probe,
+    lowshot_eval,
+)
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("linear", "knn", "lowshot", "attentive")
+
+
+def eval_batches(
+    data: ImageSet,
+    size: int,
+    *,
+    batch_size: int = 256,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Deterministic eval-transformed batches: images (B, C, size, size) float32, labels (B,).
+
+    ``mean``/``std`` default to the set's own statistics (what our training used).
+    """
+    mean = tuple(mean) if mean is not None else data.mean
+    std = tuple(std) if std is not None else data.std
+    for start in range(0, len(data), batch_size):
+        images = data.images[start : start + batch_size]
+        yield (
+            eval_transform_batch(images, size, mean=mean, std=std),
+            data.labels[start : start + batch_size],
+        )
+
+
+def encoder_input_size(encoder: nn.Module) -> int:
+    """The square image side an encoder was built for."""
+    grid = getattr(encoder, "grid_size", None)
+    patch = getattr(encoder, "patch_size", None)
+    if grid is None or patch is None:
+        raise ValueError("cannot tell the encoder's image size; pass img_size explicitly")
+    p = patch if isinstance(patch, int) else patch[0]
+    return int(grid[0]) * int(p)
+
+
+def features_of(
+    encoder: nn.Module,
+    data: ImageSet,
+    *,
+    poolings: Sequence[str] = ("avg",),
+    img_size: int | None = None,
+    batch_size: int = 256,
+    bf16: bool = False,
+    device: str | torch.device = "cpu",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    cache: FeatureSet | None = None,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Frozen features of every image of ``data`` (see :func:`ijepa.eval.extract_features`)."""
+    if cache is not None:
+        hit = cache.load()
+        if hit is not None:
+            logger.info("features for '%s' read from cache %s", data.name, cache.path)
+            return hit
+    size = img_size or encoder_input_size(encoder)
+    n_batches = (len(data) + batch_size - 1) // batch_size
+    feats = extract_features(
+        encoder,
+        eval_batches(data, size, batch_size=batch_size, mean=mean, std=std),
+        poolings=tuple(poolings),
+        device=device,
+        bf16=bf16,
+        progress=progress,
+        total=n_batches,
+    )
+    if cache is not None:
+        cache.save(feats)
+    return feats
+
+
+def feature_cache(
+    folder: str | Path | None,
+    *,
+    checkpoint: str | Path,
+    which: str,
+    data_spec: str,
+    split: str,
+    poolings: Sequence[str],
+    img_size: int,
+) -> FeatureSet | None:
+    """A feature cache keyed by checkpoint file, encoder choice, data, split, pooling and size."""
+    if folder is None:
+        return None
+    meta = {
+        "checkpoint": checkpoint_fingerprint(checkpoint),
+        "encoder": which,
+        "data": data_spec,
+        "split": split,
+        "poolings": list(poolings),
+        "img_size": img_size,
+    }
+    name = f"{Path(str(checkpoint)).name}-{which}-{split}-{'_'.join(poolings)}-{img_size}"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return FeatureSet(Path(folder) / f"{safe}.safetensors", meta)
+
+
+def run_protocol(
+    protocol: str,
+    train: dict[str, torch.Tensor],
+    test: dict[str, torch.Tensor],
+    **options: Any,
+) -> dict[str, Any]:
+    """Run one protocol on cached features (``train``/``test`` from :func:`features_of`)."""
+    ytr, yte = train["labels"], test["labels"]
+    if protocol == "knn":
+        return knn_classify(train["avg"], ytr, test["avg"], yte, **options)
+    if protocol == "linear":
+        return linear_probe(train, ytr, test, yte, **options)
+    if protocol == "lowshot":
+        return lowshot_eval(train, ytr, test, yte, **options)
+    if protocol == "attentive":
+        return attentive_probe(train["tokens"], ytr, test["tokens"], yte, **options)
+    raise ValueError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+
+
+def poolings_for(protocol: str, *, depth: int | None = None) -> tuple[str, ...]:
+    """The poolings a protocol needs (the linear grid uses last-1 and last-4 layers)."""
+    if protocol == "attentive":
+        return ("tokens",)
+    if protocol in ("linear", "lowshot"):
+        return ("avg", "avg4") if depth is None or depth >= 4 else ("avg",)
+    return ("avg",)
+
+
+def quick_probe(
+    encoder: nn.Module,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    *,
+    img_size: int | None = None,
+    progress: bool = True,
+    lowshot: bool = False,
+) -> dict[str, float]:
+    """kNN, linear (and optionally 1 % low-shot) top-1 of average-pooled features."""
+    kw: dict[str, Any] = {"poolings": ("avg",), "img_size": img_size, "progress": progress}
+    tr = features_of(encoder, train_set, **kw)
+    te = features_of(encoder, test_set, **kw)
+    out = {
+        "knn": float(knn_classify(tr["avg"], tr["labels"], te["avg"], te["labels"])["top1"]),
+        "linear": float(linear_probe(tr, tr["labels"], te, te["labels"])["top1"]),
+    }
+    if lowshot:
+        res = lowshot_eval(tr, tr["labels"], te, te["labels"], fraction=0.01)
+        out["lowshot_1pct"] = float(res["mean"])
+    return out
