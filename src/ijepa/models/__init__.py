@@ -1,0 +1,28 @@
+"""Models: the ViT encoder, the I-JEPA predictor, sin-cos positions and mask gathering.
+
+This package depends only on torch; it never reads configs, files or the environment.
+"""
+
+from ijepa.models.attention import ATTN_IMPLS, Attention, select_attn_impl
+from ijepa.models.gather import apply_masks
+from ijepa.models.layers import MLP, Block, DropPath, PatchEmbed
+from ijepa.models.pos_embed import get_1d_sincos_pos_embed, get_2d_sincos_pos_embed
+from ijepa.models.predictor import VisionTransformerPredictor
+from ijepa.models.vit import VIT_SIZES, VisionTransformer, vit_encoder
+
+__all__ = [
+    "ATTN_IMPLS",
+    "MLP",
+    "VIT_SIZES",
+    "Attention",
+    "Block",
+    "DropPath",
+    "PatchEmbed",
+    "VisionTransformer",
+    "VisionTransformerPredictor",
+    "apply_masks",
+    "get_1d_sincos_pos_embed",
+    "get_2d_sincos_pos_embed",
+    "select_attn_impl",
+    "vit_encoder",
+]
