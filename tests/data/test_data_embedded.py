@@ -1,0 +1,121 @@
+"""The embedded procedural shapes set: determinism, shapes, labels, statistics."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from ijepa.data import SHAPES, DataSpecError, ImageSet, load_imageset
+from ijepa.data.embedded import STATS_IMAGES, generate_scenes
+
+
+def test_deterministic_and_splits_differ() -> None:
+    a = load_imageset("embedded:300", "train")
+    b = load_imageset("embedded:300", "train")
+    t = load_imageset("embedded:300", "test")
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert not torch.equal(a.images, t.images)
+    # no test image equals a train image
+    assert not {x.numpy().tobytes() for x in a.images} & {x.numpy().tobytes() for x in t.images}
+    other_seed = load_imageset("embedded:300", "train", seed=1)
+    assert not torch.equal(a.images, other_seed.images)
+
+
+def test_shapes_dtypes_and_classes() -> None:
+    s = load_imageset("shapes", "test", size=200)
+    assert isinstance(s, ImageSet) and len(s) == 200
+    assert s.images.shape == (200, 3, 32, 32) and s.images.dtype == torch.uint8
+    assert s.labels.dtype == torch.int64 and s.classes == list(SHAPES)
+    assert len(s.mean) == len(s.std) == 3
+    assert all(0.2 < m < 0.8 for m in s.mean) and all(0.1 < v < 0.5 for v in s.std)
+    big = load_imageset("embedded:8", "train", image_size=48)
+    assert big.images.shape == (8, 3, 48, 48)
+    # images use the whole range and are not constant
+    assert s.images.float().std() > 30
+
+
+def test_prefix_does_not_depend_on_size() -> None:
+    small = load_imageset("embedded:100", "train")
+    large = load_imageset("embedded:600", "train")
+    assert torch.equal(small.images, large.images[:100])
+    assert torch.equal(small.labels, large.labels[:100])
+
+
+def test_label_balance_shape_and_count() -> None:
+    shape = load_imageset("embedded:1000", "train")
+    counts = torch.bincount(shape.labels, minlength=5)
+    assert counts.min() >= 190 and counts.max() <= 210
+    count = load_imageset("embedded:1000", "train", label="count")
+    assert count.classes == ["1", "2", "3", "4"]
+    c = torch.bincount(count.labels, minlength=4)
+    assert c.min() >= 240 and c.max() <= 260
+    assert torch.equal(count.images, shape.images)  # two labellings of the same images
+    one = load_imageset("embedded:50", "train", label="count", max_distractors=0)
+    assert one.classes == ["1"] and (one.labels == 0).all()
+
+
+def test_layout_objects_inside_apart_and_main_largest() -> None:
+    from ijepa.data.embedded import _EXTENT, _sample_layout
+
+    g = torch.Generator().manual_seed(0)
+    shape = torch.arange(400) % 5
+    n_distr = torch.arange(400) % 4
+    lay = _sample_layout(shape, n_distr, 32, 1.0, 3, g)
+    assert torch.equal(lay.cls[:, 0], shape)
+    assert torch.equal(lay.active.sum(1).long(), n_distr + 1)  # count label = objects drawn
+    rad = lay.r * _EXTENT[lay.cls]  # bounding radius of every object
+    on = lay.active.bool()
+    assert (
+        (lay.cx - rad >= 0) & (lay.cx + rad <= 32) & (lay.cy - rad >= 0) & (lay.cy + rad <= 32)
+    )[on].all()
+    dist = torch.hypot(lay.cx[:, :, None] - lay.cx[:, None], lay.cy[:, :, None] - lay.cy[:, None])
+    both = on[:, :, None] & on[:, None, :] & ~torch.eye(4, dtype=torch.bool)
+    assert (dist >= rad[:, :, None] + rad[:, None, :])[both].all()  # no overlap
+    main_r = lay.r[:, :1]
+    assert (lay.r[:, 1:][on[:, 1:]] < main_r.expand(-1, 3)[on[:, 1:]]).all()
+
+
+def test_statistics_shared_by_splits_and_from_train() -> None:
+    tr = load_imageset("embedded", "train", size=STATS_IMAGES)
+    te = load_imageset("embedded:10", "test")
+    assert tr.mean == te.mean and tr.std == te.std
+    x = tr.images.float() / 255
+    mean = x.mean(dim=(0, 2, 3))
+    torch.testing.assert_close(mean, torch.tensor(tr.mean), atol=1e-4, rtol=0)
+
+
+def test_generation_is_fast() -> None:
+    t = time.perf_counter()
+    generate_scenes(1024, split="train", seed=11)
+    assert time.perf_counter() - t < 10.0  # about 0.4 s on one core; generous for busy CI
+
+
+def test_option_errors() -> None:
+    with pytest.raises(DataSpecError, match="label"):
+        load_imageset("embedded:10", label="colour")
+    with pytest.raises(DataSpecError, match="max_distractors"):
+        load_imageset("embedded:10", max_distractors=7)
+    with pytest.raises(DataSpecError, match="unknown option"):
+        load_imageset("embedded:10", colours=3)
+    with pytest.raises(DataSpecError, match="disagree"):
+        load_imageset("embedded:10", size=20)
+    with pytest.raises(DataSpecError, match="image_size"):
+        load_imageset("embedded:10", image_size=8)
+
+
+def _mode_fraction(img: torch.Tensor) -> float:
+    """Fraction of pixels with the most common RGB value; img uint8 (3, H, W)."""
+    _, counts = img.flatten(1).unique(dim=1, return_counts=True)
+    return counts.max().item() / counts.sum().item()
+
+
+def test_plain_background_variant() -> None:
+    plain = load_imageset("embedded:20", "test", background="plain", max_distractors=0)
+    textured = load_imageset("embedded:20", "test", max_distractors=0)
+    assert min(_mode_fraction(x) for x in plain.images) > 0.4  # flat background
+    assert max(_mode_fraction(x) for x in textured.images) < 0.1  # gradient, texture, noise
+    assert torch.equal(plain.labels, textured.labels)  # same layouts and labels
+    with pytest.raises(DataSpecError, match="background"):
+        load_imageset("embedded:4", background="stripes")
