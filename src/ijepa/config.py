@@ -69,6 +69,10 @@ class LoggingConfig:
     """Also keep a numbered checkpoint every N steps (0: keep only ``latest``)."""
     progress: bool = True
     """Show a progress bar."""
+    checkpoint_failure: str = "stop"
+    """When writing a checkpoint fails (full disk, read-only folder): ``stop`` with a clear error
+    (the previous checkpoint stays intact), or ``retry``: warn, count, keep training and try again
+    at the next checkpoint step (the run's last checkpoint must still succeed)."""
 
 
 @dataclass
@@ -119,6 +123,15 @@ class MetaConfig:
     deterministic: bool = False
     """Deterministic algorithms (for exact-resume checks)."""
     drop_path_rate: float = 0.0
+    parallel: str = "ddp"
+    """Multi-process mode: ``ddp`` (replicated weights) or ``fsdp`` (FSDP2, sharded weights,
+    gradients and optimizer state, for ViT-H/g); ignored with one process."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's forward in backward (less activation memory, one extra
+    forward pass of the blocks per step)."""
+    dist_timeout_s: float = 600.0
+    """Collective timeout in seconds: a hung rank ends the job after this long (plus up to 10 s
+    to name the unresponsive ranks); a dead one is noticed at once."""
 
 
 @dataclass
@@ -163,6 +176,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "meta.attn_impl": ("auto", "sdpa", "plain"),
     "optimization.loss": ("smooth_l1", "l2"),
     "optimization.nan_policy": ("stop", "skip"),
+    "meta.parallel": ("ddp", "fsdp"),
+    "logging.checkpoint_failure": ("stop", "retry"),
     "meta.model_name": (
         "vit_tiny",
         "vit_small",

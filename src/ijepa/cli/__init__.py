@@ -25,6 +25,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, reported as one line rather than a traceback."""
     from ijepa.config import ConfigError
     from ijepa.data import DataSpecError
+    from ijepa.dist import DistributedError
     from ijepa.masks import MaskSamplingError
     from ijepa.train.checkpoint import CheckpointError
     from ijepa.train.loop import TrainingDiverged
@@ -35,6 +36,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         CheckpointError,
         MaskSamplingError,
         TrainingDiverged,
+        DistributedError,
         FileNotFoundError,
         ValueError,
     )

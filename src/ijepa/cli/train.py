@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     d.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    d.add_argument("--no-report", action="store_true", help="skip the HTML report")
     d.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     d.set_defaults(func=run_demo)
 
@@ -75,6 +76,12 @@ def run_demo(args: argparse.Namespace) -> int:
         cfg.optimization.epochs = args.epochs
     cfg = apply_overrides(cfg, args.overrides)
     summary = demo(cfg)
+    if not args.no_report:
+        from ijepa.viz.report import build_report
+
+        # PCA keeps the demo inside its time budget (UMAP's first call compiles with numba)
+        page = build_report(summary["run_dir"], embedding_method="pca", predictor_steps=150)
+        summary["report"] = str(page)
     print(format_table(summary))
     print(json.dumps(summary))
     return 0

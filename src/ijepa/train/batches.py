@@ -1,12 +1,21 @@
 """Training batches as a pure function of the step: exact resume needs nothing but the step.
 
+The *global* batch of a step (``batch_size x world_size`` images) is the same set of images,
+augmented the same way, whatever the number of processes: each epoch is one seeded permutation of
+the whole data set, cut into consecutive global batches, and rank ``r`` takes the ``r``-th
+contiguous slice of ``batch_size`` images (:func:`rank_slice`). So 2 processes with batch ``b``
+see exactly the images of 1 process with batch ``2b``, and a run can resume on another world size
+as long as the global batch stays the same.
+
 Two sources:
 
-- :class:`MemoryBatches`: a labelled set held as uint8 tensors; each epoch is a seeded permutation
-  and each batch is augmented in one batched call (no DataLoader, no workers, no per-image Python).
-- :class:`FileBatches`: a file dataset (ImageFolder) read by a DataLoader with workers; the order is
-  a seeded permutation per epoch, a resume starts the sampler at the right offset, and every
-  sample's augmentation is seeded by (seed, epoch, index) so workers do not change the result.
+- :class:`MemoryBatches`: a labelled set held as uint8 tensors; each global batch is augmented in
+  one batched call from a generator keyed by (seed, step), and each rank keeps its slice (no
+  DataLoader, no workers, no per-image Python). Each rank augments the whole global batch, so this
+  cost grows with the world size: it is meant for small in-memory sets.
+- :class:`FileBatches`: a file dataset (ImageFolder) read by a DataLoader with workers; a resume
+  starts the sampler at the right iteration, and every sample's augmentation is seeded by
+  (seed, epoch, index), so neither workers nor the world size change the result.
 """
 
 from __future__ import annotations
@@ -34,8 +43,31 @@ def seeded_generator(*parts: int) -> torch.Generator:
     return g
 
 
+def rank_slice(rank: int, batch_size: int) -> slice:
+    """Rows of the global batch that belong to ``rank`` (``batch_size`` rows per rank)."""
+    return slice(rank * batch_size, (rank + 1) * batch_size)
+
+
+def _check_size(n: int, batch_size: int, world_size: int, what: str) -> None:
+    if batch_size < 1 or world_size < 1:
+        raise ValueError(f"batch_size ({batch_size}) and world_size ({world_size}) must be >= 1")
+    if n < batch_size * world_size:
+        raise ValueError(
+            f"{what} has {n} images: too few for batch_size {batch_size} x {world_size} "
+            f"process(es) = a global batch of {batch_size * world_size}"
+        )
+
+
 class MemoryBatches:
-    """Batches of an in-memory :class:`ImageSet`, sharded over ranks, as a function of the step."""
+    """Batches of an in-memory :class:`ImageSet`, sharded over ranks, as a function of the step.
+
+    Args:
+        data: the training images.
+        batch_size: images per step on each process.
+        crop_size, crop_scale, hflip: the batched RandomResizedCrop (+ flip) augmentation.
+        seed: the run's seed.
+        rank, world_size: this process's place in the data-parallel job.
+    """
 
     def __init__(
         self,
@@ -49,35 +81,39 @@ class MemoryBatches:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        per_rank = len(data) // world_size
-        if per_rank < batch_size:
-            raise ValueError(
-                f"dataset '{data.name}' has {len(data)} images: too few for batch_size "
-                f"{batch_size} x {world_size} process(es)"
-            )
+        _check_size(len(data), batch_size, world_size, f"dataset '{data.name}'")
         self.data = data
         self.batch_size = batch_size
+        self.global_batch_size = batch_size * world_size
         self.crop_size = crop_size
         self.crop_scale = crop_scale
         self.hflip = hflip
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.iterations_per_epoch = per_rank // batch_size
+        self.iterations_per_epoch = len(data) // self.global_batch_size
         self._epoch = -1
         self._order = torch.empty(0, dtype=torch.long)
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
-            perm = torch.randperm(len(self.data), generator=seeded_generator(self.seed, 1, epoch))
-            self._order = perm[self.rank :: self.world_size]
+            self._order = torch.randperm(
+                len(self.data), generator=seeded_generator(self.seed, 1, epoch)
+            )
             self._epoch = epoch
         return self._order
 
-    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augmented images (B, C, S, S) float32 and labels (B,) for global step ``step``."""
+    def global_indices(self, step: int) -> torch.Tensor:
+        """Data-set indices ``(batch_size * world_size,)`` of the global batch of ``step``."""
         epoch, i = divmod(step, self.iterations_per_epoch)
-        idx = self._epoch_order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
+        g = self.global_batch_size
+        return self._epoch_order(epoch)[i * g : (i + 1) * g]
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's augmented images (B, C, S, S) float32 and labels (B,) for ``step``."""
+        idx = self.global_indices(step)
+        # The whole global batch is augmented (one generator per step), then sliced: the crops
+        # depend on the batch as a whole, so slicing first would depend on the world size.
         images = train_transform_batch(
             self.data.images[idx],
             self.crop_size,
@@ -85,28 +121,37 @@ class MemoryBatches:
             hflip=self.hflip,
             mean=self.data.mean,
             std=self.data.std,
-            generator=seeded_generator(self.seed, 2, step, self.rank),
+            generator=seeded_generator(self.seed, 2, step, 0),
         )
-        return images, self.data.labels[idx]
+        mine = rank_slice(self.rank, self.batch_size)
+        return images[mine].contiguous(), self.data.labels[idx[mine]]
 
 
 class _EpochSampler(Sampler[tuple[int, int]]):
-    """Yields (epoch, index) pairs from a seeded per-epoch permutation, starting at an offset."""
+    """Yields (epoch, index) pairs of this rank's slices of the global batches of one epoch.
+
+    The epoch's order is one seeded permutation of the whole data set; iteration ``i`` covers its
+    ``i``-th global batch, of which this rank takes slice ``rank``. ``start`` is the first
+    iteration to yield (for a resume in the middle of an epoch).
+    """
 
     def __init__(self, n: int, seed: int, rank: int, world_size: int, batch_size: int) -> None:
-        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
-        self.per_rank = (n // world_size) // batch_size * batch_size
+        self.n, self.seed, self.rank, self.batch_size = n, seed, rank, batch_size
+        self.global_batch_size = batch_size * world_size
+        self.iterations = n // self.global_batch_size
         self.epoch = 0
         self.start = 0
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         perm = torch.randperm(self.n, generator=seeded_generator(self.seed, 1, self.epoch))
-        mine = perm[self.rank :: self.world_size][: self.per_rank].tolist()
-        for idx in mine[self.start :]:
-            yield self.epoch, idx
+        mine = rank_slice(self.rank, self.batch_size)
+        for i in range(self.start, self.iterations):
+            chunk = perm[i * self.global_batch_size : (i + 1) * self.global_batch_size]
+            for idx in chunk[mine].tolist():
+                yield self.epoch, idx
 
     def __len__(self) -> int:
-        return self.per_rank - self.start
+        return (self.iterations - self.start) * self.batch_size
 
 
 class _SeededSamples(Dataset):
@@ -141,15 +186,12 @@ class FileBatches:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if len(dataset) // world_size < batch_size:
-            raise ValueError(
-                f"dataset has {len(dataset)} images: too few for batch_size {batch_size} x "
-                f"{world_size} process(es)"
-            )
+        _check_size(len(dataset), batch_size, world_size, "dataset")
         self.dataset = dataset
         self.batch_size = batch_size
+        self.global_batch_size = batch_size * world_size
         self.sampler = _EpochSampler(len(dataset), seed, rank, world_size, batch_size)
-        self.iterations_per_epoch = self.sampler.per_rank // batch_size
+        self.iterations_per_epoch = self.sampler.iterations
         self.loader = DataLoader(
             _SeededSamples(dataset, transform, seed),
             batch_size=batch_size,
@@ -163,11 +205,11 @@ class FileBatches:
         self._next_step = -1
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch for global step ``step`` (sequential access is fast; a jump restarts)."""
+        """This rank's batch of step ``step`` (sequential access is fast; a jump restarts)."""
         epoch, i = divmod(step, self.iterations_per_epoch)
         if self._it is None or step != self._next_step or i == 0:
             self.sampler.epoch = epoch
-            self.sampler.start = i * self.batch_size
+            self.sampler.start = i
             self._it = iter(self.loader)
         images, labels = next(self._it)
         self._next_step = step + 1

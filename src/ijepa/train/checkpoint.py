@@ -105,7 +105,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"refusing to load {path}: it needs arbitrary unpickling (it may carry code), "
             f"which is never executed. Details: {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError) as err:
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt: {str(err).splitlines()[0]}"
         ) from err
@@ -143,9 +143,7 @@ def load_module_state(module: nn.Module, state_dict: Mapping[str, Any], what: st
             parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}")
         if unexpected:
             parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}")
-        raise CheckpointError(
-            f"{what} does not match the model architecture: " + " | ".join(parts)
-        )
+        raise CheckpointError(f"{what} does not match the model architecture: " + " | ".join(parts))
     module.load_state_dict(sd, strict=True)
 
 

@@ -1,0 +1,79 @@
+"""A rank of a multi-process test: ``python dist_worker.py {train,codes} JOBS`` or ``eval OUT``.
+
+``train``: runs ``ijepa train`` once per override list in the JSON list ``JOBS``, one after the
+other in this process (each joins and leaves the process group), and exits with the first non-zero
+exit code. ``codes``: runs every job whatever happens and prints their exit codes as one JSON
+line. ``eval``: runs the sharded evaluation of :mod:`ijepa.eval.distributed` on fixed random
+data and saves this rank's results to ``OUT/rank<r>.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def run_train(jobs: list[list[str]]) -> int:
+    from ijepa.cli import main
+
+    for job in jobs:
+        code = main(["-q", "train", *job])
+        if code:
+            return code
+    return 0
+
+
+def run_codes(jobs: list[list[str]]) -> int:
+    from ijepa.cli import main
+
+    codes = [main(["-q", "train", *job]) for job in jobs]
+    print(json.dumps(codes))
+    return 0
+
+
+def run_eval(out: Path) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from ijepa.eval.distributed import (
+        all_gather_rows,
+        extract_features_distributed,
+        knn_classify_distributed,
+        shard_range,
+    )
+    from ijepa.models import vit_encoder
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    g = torch.Generator().manual_seed(0)
+    train_x, train_y = torch.randn(37, 8, generator=g), torch.randint(0, 5, (37,), generator=g)
+    test_x, test_y = torch.randn(23, 8, generator=g), torch.randint(0, 5, (23,), generator=g)
+    images, labels = torch.randn(10, 3, 16, 16, generator=g), torch.arange(10)
+    tr, te, im = shard_range(37), shard_range(23), shard_range(10)
+    knn = knn_classify_distributed(
+        train_x[tr.start : tr.stop],
+        train_y[tr.start : tr.stop],
+        test_x[te.start : te.stop],
+        test_y[te.start : te.stop],
+        k=7,
+        batch_size=6,
+    )
+    torch.manual_seed(0)
+    encoder = vit_encoder("tiny", depth=1, embed_dim=48, num_heads=3, img_size=16, patch_size=4)
+    batches = [
+        (images[i : min(i + 2, im.stop)], labels[i : min(i + 2, im.stop)])
+        for i in range(im.start, im.stop, 2)
+    ]
+    feats = extract_features_distributed(encoder, batches, ("avg",), progress=False)
+    rows = all_gather_rows(torch.full((rank + 1, 2), float(rank)))
+    torch.save({"knn": knn, "feats": feats, "rows": rows}, out / f"rank{rank}.pt")
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    mode, arg = sys.argv[1], sys.argv[2]
+    if mode == "eval":
+        sys.exit(run_eval(Path(arg)))
+    sys.exit((run_train if mode == "train" else run_codes)(json.loads(arg)))

@@ -1,0 +1,84 @@
+"""Data-parallel training on 2 CPU processes (gloo) against 1 process with the same global batch.
+
+One 2-rank launch runs two jobs: a fresh 2-step run (batch 4 per rank), and a resume to step 4 of
+a 1-process run (batch 8) checkpointed at step 2. The parent runs the 1-process references.
+"""
+
+import shutil
+
+import pytest
+import torch
+from dist_helpers import TINY, check_ok, launch, losses, max_rel_diff, worker_cmd
+
+from ijepa.config import Config, apply_overrides
+from ijepa.train import checkpoint as ckpt
+from ijepa.train.loop import train
+
+pytestmark = pytest.mark.distributed
+
+REL = 1e-5
+
+
+def _one_rank(folder, *extra):
+    cfg = apply_overrides(
+        Config(), [*TINY, f"logging.folder={folder}", "data.batch_size=8", *extra]
+    )
+    return train(cfg)
+
+
+def test_two_ranks_equal_one_rank_and_resume_across_world_sizes(tmp_path):
+    # reference: 1 process, global batch 8, 4 steps, a checkpoint kept at every step
+    ref = tmp_path / "one"
+    _one_rank(ref, "optimization.max_steps=4", "logging.checkpoint_every=1", "logging.keep_every=1")
+    # the 1 -> 2 resume starts from the reference's step-2 checkpoint
+    one_then_two = tmp_path / "one_then_two"
+    one_then_two.mkdir()
+    shutil.copy(ckpt.step_path(ref, 2), ckpt.latest_path(one_then_two))
+    shutil.copy(ref / "metrics.jsonl", one_then_two / "metrics.jsonl")
+
+    two = tmp_path / "two"
+    jobs = [
+        [
+            f"logging.folder={two}",
+            "data.batch_size=4",
+            "optimization.max_steps=2",
+            "logging.checkpoint_every=1",
+            "logging.keep_every=1",
+        ],
+        [f"logging.folder={one_then_two}", "data.batch_size=4", "optimization.max_steps=4"],
+    ]
+    check_ok(launch([worker_cmd(jobs)] * 2, timeout=480))
+
+    # 1. one step on 2 ranks x 4 images == one step on 1 rank x 8 images (same images and masks)
+    a = ckpt.load_checkpoint(ckpt.step_path(two, 1))
+    b = ckpt.load_checkpoint(ckpt.step_path(ref, 1))
+    assert (a["world_size"], a["batch_size"], a["global_batch_size"]) == (2, 4, 8)
+    for key in ("encoder", "predictor", "target_encoder"):
+        assert max_rel_diff(a[key], b[key]) < REL, key
+    before = ckpt.load_checkpoint(ckpt.step_path(ref, 2))  # the step really moved the weights
+    assert max_rel_diff(before["encoder"], b["encoder"]) > 1e-3
+
+    # 2a. 2 ranks -> resumed on 1 rank (batch 8) continues like the uninterrupted run
+    _one_rank(two, "optimization.max_steps=4")
+    expected = losses(ref)
+    assert len(expected) == 4
+    assert losses(two) == pytest.approx(expected, rel=REL)
+    # 2b. 1 rank -> resumed on 2 ranks (batch 4 each)
+    assert losses(one_then_two) == pytest.approx(expected, rel=REL)
+    end_ref = ckpt.load_checkpoint(ckpt.latest_path(ref))
+    for folder in (two, one_then_two):
+        end = ckpt.load_checkpoint(ckpt.latest_path(folder))
+        assert end["step"] == 4
+        for key in ("encoder", "predictor", "target_encoder"):
+            assert max_rel_diff(end[key], end_ref[key]) < REL, (folder.name, key)
+        for i, st in end_ref["opt"]["state"].items():
+            assert torch.allclose(
+                end["opt"]["state"][i]["exp_avg"], st["exp_avg"], rtol=1e-4, atol=1e-9
+            )
+
+
+def test_resume_refuses_a_different_global_batch(tmp_path):
+    run = tmp_path / "run"
+    _one_rank(run, "optimization.max_steps=1")
+    with pytest.raises(ckpt.CheckpointError, match=r"global batch of 8 .*data.batch_size=8"):
+        train(apply_overrides(Config(), [*TINY, f"logging.folder={run}", "data.batch_size=4"]))
