@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -232,15 +233,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, str):
-            # PyYAML reads "1e-3" (no dot, no sign) as a string: accept any numeric spelling
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            # PyYAML reads "1e-3" (no dot, no sign) as a string: accept any numeric spelling
+            number = float(value)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):  # NaN would slip through every `x < 0` range check
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -385,6 +387,11 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"optimization.{key} must be >= 0")
     if cfg.logging.log_every < 1:
         raise ConfigError("logging.log_every must be >= 1")
+    for key in ("checkpoint_every", "keep_every"):
+        if getattr(cfg.logging, key) < 0:
+            raise ConfigError(f"logging.{key} must be >= 0, got {getattr(cfg.logging, key)}")
+    if not -(2**63) <= cfg.meta.seed < 2**64:  # what torch.manual_seed accepts
+        raise ConfigError(f"meta.seed must lie in [-2**63, 2**64), got {cfg.meta.seed}")
 
 
 def dataset_spec(cfg: Config) -> str:

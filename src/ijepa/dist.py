@@ -87,7 +87,10 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:  # an unknown device type
+        raise ValueError(f"meta.device must be auto, cpu, cuda or cuda:N; got {name!r}") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{name}' was requested but CUDA is not available")
     return device

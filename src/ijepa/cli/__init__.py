@@ -27,6 +27,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ijepa.data import DataSpecError
     from ijepa.dist import DistributedError
     from ijepa.masks import MaskSamplingError
+    from ijepa.train.batches import DataLoaderError
     from ijepa.train.checkpoint import CheckpointError
     from ijepa.train.loop import TrainingDiverged
 
@@ -34,6 +35,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ConfigError,
         DataSpecError,
         CheckpointError,
+        DataLoaderError,
         MaskSamplingError,
         TrainingDiverged,
         DistributedError,

@@ -30,6 +30,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ijepa.data import ImageSet, train_transform_batch
 
 
+class DataLoaderError(RuntimeError):
+    """A data-loader worker died (killed, out of memory, crashed); the message says what to try."""
+
+
 def mix_seed(*parts: int) -> int:
     """A 63-bit seed from several integers (stable across runs and platforms)."""
     digest = hashlib.blake2b(repr(tuple(int(p) for p in parts)).encode(), digest_size=8).digest()

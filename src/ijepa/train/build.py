@@ -9,7 +9,6 @@ from ijepa.models import VisionTransformer, VisionTransformerPredictor, vit_enco
 from ijepa.train.step import JEPAModels
 
 
-
 def model_args_from_config(cfg: Any, in_chans: int) -> dict[str, Any]:
     """The architecture facts of a run, stored in every checkpoint to rebuild its networks."""
     return {
@@ -31,7 +30,11 @@ def build_encoder(
     """A context encoder as described by ``model_args``."""
     overrides = {
         key: model_args[arg]
-        for key, arg in (("depth", "enc_depth"), ("embed_dim", "enc_emb_dim"), ("num_heads", "enc_num_heads"))
+        for key, arg in (
+            ("depth", "enc_depth"),
+            ("embed_dim", "enc_emb_dim"),
+            ("num_heads", "enc_num_heads"),
+        )
         if model_args.get(arg) is not None
     }
     return vit_encoder(

@@ -50,6 +50,16 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _os_error(err: BaseException) -> OSError | None:
+    """The ``OSError`` that ``err`` is, or that it was raised from or while handling."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> None:
     """Write ``state`` atomically to ``path`` (temporary file, fsync, rename).
 
@@ -67,12 +77,34 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a failed write (a full disk) as a RuntimeError ("unexpected pos")
+        # raised while handling the file's OSError: find that OSError for the message
+        cause = _os_error(err)
         try:
             tmp.unlink(missing_ok=True)
         except OSError as cleanup_err:  # the folder itself may be unwritable
             logger.warning("could not remove temporary file %s: %s", tmp, cleanup_err)
-        raise CheckpointError(f"could not write checkpoint {path}: {err.strerror or err}") from err
+        if cause is None:
+            raise  # not an I/O failure: a bug, shown as it is
+        reason = cause.strerror or str(cause)
+        raise CheckpointError(f"could not write checkpoint {path}: {reason}") from err
+
+
+def remove_stale_temps(folder: str | Path, tag: str = "jepa") -> list[Path]:
+    """Delete the temporary files that killed checkpoint writes left in a run folder.
+
+    Call it only where no other process is writing checkpoints into ``folder`` (at the start of
+    a run, on the main process).
+
+    Returns:
+        The files removed.
+    """
+    stale = sorted(Path(folder).glob(f".{tag}-*.tmp-*"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+        logger.warning("removed %s, left by an interrupted checkpoint write", tmp)
+    return stale
 
 
 def keep_copy(src: str | Path, dst: str | Path) -> None:

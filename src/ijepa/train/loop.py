@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,14 @@ from ijepa.data import (
 from ijepa.dist import DistContext, DistInfo, dist_info_from_env, is_comm_error, resolve_device
 from ijepa.masks import MultiBlockMaskGenerator
 from ijepa.train import checkpoint as ckpt
-from ijepa.train.batches import FileBatches, MemoryBatches, mix_seed, rank_slice, seeded_generator
+from ijepa.train.batches import (
+    DataLoaderError,
+    FileBatches,
+    MemoryBatches,
+    mix_seed,
+    rank_slice,
+    seeded_generator,
+)
 from ijepa.train.build import build_models, model_args_from_config
 from ijepa.train.optim import build_optimizer, param_groups
 from ijepa.train.parallel import (
@@ -171,12 +179,19 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric records past ``last_step`` (written after the checkpoint we resume from)."""
     if not path.exists():
         return
-    keep = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= last_step
-    ]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a record cut short (a crash, a full disk)
+            logger.warning("%s: dropping an unreadable line: %.80s", path, line)
+            continue
+        if isinstance(rec, dict) and rec.get("step", 0) <= last_step:
+            keep.append(line)
+    # a kill while rewriting must not lose the history: write aside, then rename
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
 
 
 def _resume_source(cfg: Config, run_dir: Path) -> tuple[Path | None, bool]:
@@ -407,6 +422,13 @@ def train(cfg: Config, *, on_log: Callable[[dict[str, Any]], None] | None = None
         if ctx.distributed and is_comm_error(err):
             comm_failed = True
             raise ctx.failure(err, phase.where) from err
+        if isinstance(err, RuntimeError) and "DataLoader worker" in str(err):
+            # raised by torch's SIGCHLD handler wherever the main process happens to be
+            raise DataLoaderError(
+                f"a data-loader worker died during {phase.where} "
+                f"({str(err).splitlines()[0].strip()}). If it ran out of memory, lower "
+                "data.num_workers or data.batch_size; data.num_workers=0 shows the underlying error"
+            ) from err
         raise
     finally:
         ctx.close(after_failure=comm_failed)
@@ -428,6 +450,7 @@ def _train(
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+        ckpt.remove_stale_temps(run_dir, cfg.logging.write_tag)
 
     batches, in_chans = _make_batches(cfg, ctx.info)
     ipe = batches.iterations_per_epoch

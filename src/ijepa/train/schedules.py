@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 
 def warmup_cosine_lr(
-    step: int, *, warmup_steps: int, total_steps: int, start_lr: float, ref_lr: float, final_lr: float
+    step: int,
+    *,
+    warmup_steps: int,
+    total_steps: int,
+    start_lr: float,
+    ref_lr: float,
+    final_lr: float,
 ) -> float:
     """Linear warm-up from ``start_lr`` to ``ref_lr``, then cosine decay to ``final_lr``.
 

@@ -1,0 +1,82 @@
+"""Shared pieces of the reliability tests: tiny training settings, one torch thread, a checkpoint.
+
+Not a ``conftest.py``: other test folders import ``conftest`` by name, and two such modules
+would shadow each other. Test modules import the fixtures from here explicitly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = [
+    "data.dataset=embedded:64",
+    "data.crop_size=16",
+    "data.batch_size=8",
+    "mask.patch_size=4",
+    "mask.min_keep=2",
+    "meta.model_name=vit_tiny",
+    "meta.enc_depth=2",
+    "meta.enc_emb_dim=48",
+    "meta.enc_num_heads=3",
+    "meta.pred_depth=1",
+    "meta.pred_emb_dim=24",
+    "meta.use_bfloat16=false",
+    "meta.deterministic=true",
+    "meta.device=cpu",
+    "optimization.epochs=2",
+    "optimization.warmup=1",
+    "logging.log_every=1",
+    "logging.progress=false",
+    "logging.checkpoint_every=4",
+]
+"""A tiny ViT on 16 px crops of 64 embedded images: 8 steps per epoch, 16 in all."""
+
+
+@pytest.fixture(autouse=True, name="one_thread")
+def one_thread_fixture():
+    """One torch thread: several threads on a loaded 2-core machine are ~10x slower here."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` (the fault suite's helpers) as a module."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module", name="tiny_checkpoint")
+def tiny_checkpoint_fixture(tmp_path_factory) -> Path:
+    """The ``latest`` checkpoint of a 4-step tiny training (its run folder holds config.yaml)."""
+    from ijepa.config import Config, apply_overrides
+    from ijepa.train import checkpoint as ckpt
+    from ijepa.train.loop import train
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        folder = tmp_path_factory.mktemp("tiny-run")
+        train(
+            apply_overrides(
+                Config(), [*TINY, f"logging.folder={folder}", "optimization.max_steps=4"]
+            )
+        )
+    finally:
+        torch.set_num_threads(before)
+    return ckpt.latest_path(folder)

@@ -1,0 +1,85 @@
+"""The fault-injection suite's short mode (``benchmarks/faults.py --short``) as tests.
+
+One run of the suite (~1-2 minutes on two loaded cores) is shared by the tests below; each
+checks one family of faults from its final JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from reliability_support import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+FULL_DISK = {
+    "checkpoint write: ENOSPC inside the write (injected), stop",
+    "checkpoint write fails twice (injected ENOSPC, EROFS), retry",
+    "full disk: a 2 MiB tmpfs (real ENOSPC), stop",
+}
+"""Rows where torch.save reports the full disk as a RuntimeError wrapping the OSError."""
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("faults")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "faults.py"), "--short", "--workdir", str(work)],
+        capture_output=True,
+        text=True,
+        timeout=850,
+    )
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert lines, (
+        f"no JSON line; exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    out = json.loads(lines[-1])
+    out["rows"] = {r["fault"]: r for r in out["rows"]}
+    return out
+
+
+def _survived(suite: dict, prefix: str, skip: set[str] = frozenset()) -> list[dict]:
+    rows = [r for name, r in suite["rows"].items() if name.startswith(prefix) and name not in skip]
+    assert rows, f"no rows starting with {prefix!r}"
+    for r in rows:
+        assert r["survived"] == r["trials"], r
+    return rows
+
+
+def test_kills_lose_at_most_one_interval_and_resume_exactly(suite):
+    rows = _survived(suite, "SIGKILL")
+    assert len(rows) == 4 and all(r["trials"] >= 1 for r in rows)
+    assert all(r["worst_steps_lost"] <= 4 for r in rows)
+    assert suite["kill_trials"] >= 4
+
+
+def test_failing_checkpoint_writes_stop_clearly_or_retry(suite):
+    rows = _survived(suite, "checkpoint write")
+    rows += _survived(suite, "read-only folder")
+    assert sum(r["trials"] for r in rows) >= 2
+
+
+def test_full_disk_stops_clearly(suite):
+    for name in FULL_DISK:
+        row = suite["rows"][name]
+        if row["trials"]:
+            assert row["survived"] == row["trials"], row
+
+
+def test_nonfinite_losses_and_weights(suite):
+    rows = _survived(suite, "NaN") + _survived(suite, "Inf") + _survived(suite, "learning rate")
+    assert len(rows) == 4
+
+
+def test_dead_data_loader_worker_is_an_error_not_a_hang(suite):
+    assert len(_survived(suite, "data-loader worker")) == 2
+
+
+def test_hostile_inputs_read_or_skipped_and_logged(suite):
+    hostile = suite["hostile"]
+    assert hostile["ok"], hostile
+    assert len(hostile["inputs"]) >= 15
+    assert all("completed: True" in line for line in hostile["runs"])
