@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from ijepa.models import VisionTransformer, VisionTransformerPredictor, vit_encoder
+from ijepa.models.attention import check_attn_impl
 from ijepa.train.step import JEPAModels
 
 
@@ -59,7 +60,7 @@ def build_models(
         predictor_embed_dim=model_args["pred_emb_dim"],
         depth=model_args["pred_depth"],
         num_heads=encoder.num_heads,
-        attn_impl=attn_impl,
+        attn_impl=check_attn_impl(attn_impl),
     )
     target = copy.deepcopy(encoder)
     for p in target.parameters():

@@ -26,11 +26,14 @@ from tqdm.auto import tqdm
 
 from ijepa.config import Config, ConfigError, dataset_spec, save_config, validate
 from ijepa.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     ImageFolderDataset,
     load_imageset,
     official_train_transform,
     parse_spec,
 )
+from ijepa.diagnostics import CollapseMonitor, probe_rank
 from ijepa.dist import DistContext, DistInfo, dist_info_from_env, is_comm_error, resolve_device
 from ijepa.masks import MultiBlockMaskGenerator
 from ijepa.train import checkpoint as ckpt
@@ -366,6 +369,7 @@ def _state(
     lr: float,
     world_size: int,
     rng_ranks: list[Any],
+    normalization: dict[str, list[float]],
 ) -> dict[str, Any]:
     return {
         "format_version": ckpt.FORMAT_VERSION,
@@ -383,6 +387,7 @@ def _state(
         "model_args": model_args,
         "rng": rng_ranks[0],
         "rng_ranks": rng_ranks,
+        "normalization": normalization,
     }
 
 
@@ -453,6 +458,14 @@ def _train(
         ckpt.remove_stale_temps(run_dir, cfg.logging.write_tag)
 
     batches, in_chans = _make_batches(cfg, ctx.info)
+    data = getattr(batches, "data", None)
+    normalization = (
+        {"mean": list(data.mean), "std": list(data.std)}
+        if data is not None
+        else {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    )
+    monitor = CollapseMonitor()
+    probe_images: torch.Tensor | None = None
     ipe = batches.iterations_per_epoch
     o = cfg.optimization
     sched: Schedules = build_schedules(
@@ -653,11 +666,24 @@ def _train(
                         "target_std": float(every[:, 1].sum()) / count,
                         "skipped_steps": skipped,
                     }
+                    alarms: list[str] = []
+                    if ctx.is_main:
+                        if probe_images is None:
+                            probe_images = images[:256].detach().clone()
+                        try:
+                            rec["probe_rank"] = probe_rank(models.target_encoder, probe_images)
+                        except ValueError as err:  # non-finite features: the alarm's NaN case
+                            logger.warning("collapse probe failed at step %d: %s", done, err)
+                            rec["probe_rank"] = math.nan
+                        alarms = monitor.update(rec)  # logs a collapse warning itself
                     history.append(rec)
                     if metrics_file is not None:
                         metrics_file.write(json.dumps(rec) + "\n")
                         metrics_file.flush()
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", ips=f"{rec['img_per_s']:.0f}")
+                    postfix = {"loss": f"{rec['loss']:.4f}", "ips": f"{rec['img_per_s']:.0f}"}
+                    if alarms:
+                        postfix["alarm"] = "COLLAPSE"
+                    bar.set_postfix(postfix)
                     if on_log is not None and ctx.is_main:
                         on_log(rec)
                     loss_sum.zero_()
@@ -681,6 +707,7 @@ def _train(
                             ipe=ipe,
                             lr=sched.lr(step),
                             loss=history[-1]["loss"] if history else math.nan,
+                            normalization=normalization,
                         )
                         or last_good
                     )
@@ -734,6 +761,7 @@ def _save(
     ipe: int,
     lr: float,
     loss: float,
+    normalization: dict[str, list[float]],
 ) -> Path | None:
     """Gather full state (a collective under FSDP), write it on rank 0, agree on the outcome."""
     model_state = pm.model_state()
@@ -753,6 +781,7 @@ def _save(
             lr=lr,
             world_size=ctx.world_size,
             rng_ranks=rng_ranks,
+            normalization=normalization,
         )
         try:
             ckpt.save_checkpoint(state, path)
