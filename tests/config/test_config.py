@@ -45,20 +45,20 @@ def test_overrides_types():
 
 
 def test_unknown_keys_suggest_nearest():
-    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+    with pytest.raises(ConfigError, match=r"did you mean 'batch_size'"):
         apply_overrides(Config(), ["data.batchsize=3"])
-    with pytest.raises(ConfigError, match="did you mean 'optimization'"):
+    with pytest.raises(ConfigError, match=r"did you mean 'optimization'"):
         config_from_dict({"optimisation": {"lr": 1.0}})
-    with pytest.raises(ConfigError, match="did you mean 'pred_depth'"):
+    with pytest.raises(ConfigError, match=r"did you mean 'pred_depth'"):
         config_from_dict({"meta": {"pred_dept": 3}})
-    with pytest.raises(ConfigError, match="form section.key=value"):
+    with pytest.raises(ConfigError, match=r"form section\.key=value"):
         apply_overrides(Config(), ["nonsense"])
 
 
 def test_choices():
     with pytest.raises(ConfigError, match="must be one of smooth_l1, l2"):
         apply_overrides(Config(), ["optimization.loss=l1"])
-    with pytest.raises(ConfigError, match="mask.mode must be one of"):
+    with pytest.raises(ConfigError, match=r"mask\.mode must be one of"):
         apply_overrides(Config(), ["mask.mode=weird"])
 
 
@@ -93,9 +93,9 @@ def test_four_official_files_present():
 
 
 def test_validate_cross_field():
-    with pytest.raises(ConfigError, match="multiple of mask.patch_size"):
+    with pytest.raises(ConfigError, match=r"multiple of mask\.patch_size"):
         validate(apply_overrides(Config(), ["data.crop_size=30", "mask.patch_size=4"]))
-    with pytest.raises(ConfigError, match="optimization.warmup"):
+    with pytest.raises(ConfigError, match=r"optimization\.warmup"):
         validate(apply_overrides(Config(), ["optimization.epochs=2", "optimization.warmup=5"]))
 
 

@@ -138,7 +138,9 @@ def test_cli_reports_placeholder_clearly(tmp_path, capsys):
 
 
 def test_cli_reports_bad_model_settings(tmp_path, capsys):
-    code = cli_main(["train", "--preset", "demo", f"logging.folder={tmp_path}", "meta.pred_emb_dim=50"])
+    code = cli_main(
+        ["train", "--preset", "demo", f"logging.folder={tmp_path}", "meta.pred_emb_dim=50"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "meta." in err and "divisible" in err and "Traceback" not in err

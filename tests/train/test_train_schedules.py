@@ -1,5 +1,6 @@
 """Schedules at their ends and at the warm-up boundary."""
 
+import itertools
 import math
 
 import pytest
@@ -17,7 +18,7 @@ def test_lr_warmup_and_cosine():
     assert warmup_cosine_lr(500, **kw) == pytest.approx(0.0)  # stays at final past the end
     values = [warmup_cosine_lr(s, **kw) for s in range(111)]
     assert max(values) == pytest.approx(1.0)
-    assert all(b <= a + 1e-12 for a, b in zip(values[10:], values[11:]))
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(values[10:]))
 
 
 def test_wd_and_momentum_ends():

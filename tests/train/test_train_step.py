@@ -34,7 +34,7 @@ def _setup(attn="plain", seed=0):
 
 
 def test_targets_are_layernormed_and_ordered():
-    models, images, me, mp = _setup()
+    models, images, _, mp = _setup()
     t, std = compute_targets(models.target_encoder, images, mp, nenc=1)
     full = F.layer_norm(models.target_encoder(images), (48,))
     m, b, k = mp.shape
@@ -109,7 +109,7 @@ def test_fast_and_plain_attention_steps_agree(bf16):
     (l1, g1), (l2, g2) = results
     tol = 2e-2 if bf16 else 1e-5
     assert torch.allclose(l1, l2, rtol=tol, atol=tol)
-    for a, b in zip(g1, g2):
+    for a, b in zip(g1, g2, strict=True):
         scale = a.abs().max().clamp_min(1e-6)
         assert (a - b).abs().max() / scale < (5e-2 if bf16 else 1e-4)
 

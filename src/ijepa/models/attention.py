@@ -91,26 +91,31 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)
         return q, k, v
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep_from: int = 0) -> torch.Tensor:
         """Self-attention over the tokens of each sample.
 
         Args:
             x: tokens ``(B, N, D)``.
+            keep_from: return only the outputs of tokens ``keep_from:`` (all tokens still serve
+                as keys and values), so the output projection skips the others.
 
         Returns:
-            ``(B, N, D)``.
+            ``(B, N - keep_from, D)``.
         """
-        b, n, d = x.shape
+        b, _, d = x.shape
         q, k, v = self._qkv(x)
+        if keep_from:
+            q = q[:, :, keep_from:]
+        n_q = q.shape[2]
         impl = self.attn_impl
         if impl == "auto":
             impl = select_attn_impl(q.device.type, q.dtype)
         if impl == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v)
         else:
-            weights = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
+            weights = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, Nq, N)
             out = weights @ v
-        out = out.transpose(1, 2).reshape(b, n, d)
+        out = out.transpose(1, 2).reshape(b, n_q, d)
         return self.proj(out)
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:

@@ -115,10 +115,18 @@ class Block(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (B, N, D) -> (B, N, D)``."""
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def forward(self, x: torch.Tensor, keep_from: int = 0) -> torch.Tensor:
+        """``x (B, N, D) -> (B, N - keep_from, D)``.
+
+        With ``keep_from > 0`` only the outputs of tokens ``keep_from:`` are computed: every token
+        is still a key and value of the attention, so the result equals ``forward(x)[:,
+        keep_from:]``, but the attention output projection and the MLP skip the dropped tokens.
+        (A keyword of ``forward``, not a separate method, so that module hooks such as FSDP's
+        and instance-level forward wrappers such as activation checkpointing still apply.)
+        """
+        tail = x[:, keep_from:] if keep_from else x
+        tail = tail + self.drop_path(self.attn(self.norm1(x), keep_from=keep_from))
+        return tail + self.drop_path(self.mlp(self.norm2(tail)))
 
 
 def drop_path_rates(drop_path_rate: float, depth: int) -> list[float]:

@@ -135,7 +135,9 @@ class VisionTransformerPredictor(nn.Module):
         # Context repeated once per target block, mask tokens appended: (M*nenc*B, Kc+Kt, Dp).
         x = x.view(1, nenc, batch, k_ctx, dp).expand(n_tgt, -1, -1, -1, -1)
         x = torch.cat([x, pred_tokens], dim=3).flatten(0, 2)
-        for block in self.predictor_blocks:
-            x = block(x)
-        # LayerNorm is per token, so normalising only the target tokens gives the same result.
-        return self.predictor_proj(self.predictor_norm(x[:, k_ctx:]))
+        last = len(self.predictor_blocks) - 1
+        for i, block in enumerate(self.predictor_blocks):
+            # Only the target tokens' outputs are used, so the last block computes only those
+            # (the context tokens remain its keys and values): same result, less work.
+            x = block(x, keep_from=k_ctx) if i == last else block(x)
+        return self.predictor_proj(self.predictor_norm(x))  # (M*nenc*B, Kt, D)

@@ -667,14 +667,15 @@ def _train(
                         "skipped_steps": skipped,
                     }
                     alarms: list[str] = []
+                    if probe_images is None:
+                        probe_images = images[:256].detach().clone()
+                    # every rank runs the probe: under FSDP its forward is a collective
+                    try:
+                        rec["probe_rank"] = probe_rank(models.target_encoder, probe_images)
+                    except ValueError as err:  # non-finite features: the alarm's NaN case
+                        logger.warning("collapse probe failed at step %d: %s", done, err)
+                        rec["probe_rank"] = math.nan
                     if ctx.is_main:
-                        if probe_images is None:
-                            probe_images = images[:256].detach().clone()
-                        try:
-                            rec["probe_rank"] = probe_rank(models.target_encoder, probe_images)
-                        except ValueError as err:  # non-finite features: the alarm's NaN case
-                            logger.warning("collapse probe failed at step %d: %s", done, err)
-                            rec["probe_rank"] = math.nan
                         alarms = monitor.update(rec)  # logs a collapse warning itself
                     history.append(rec)
                     if metrics_file is not None:

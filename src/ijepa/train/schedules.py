@@ -100,7 +100,7 @@ def build_schedules(
     total = int(epochs * ipe_scale * iterations_per_epoch)
     return Schedules(
         total_steps=max(1, total),
-        warmup_steps=int(round(warmup_epochs * iterations_per_epoch)),
+        warmup_steps=round(warmup_epochs * iterations_per_epoch),
         start_lr=start_lr,
         ref_lr=lr,
         final_lr=final_lr,
