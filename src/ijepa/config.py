@@ -153,6 +153,11 @@ class OptimizationConfig:
     """``smooth_l1`` (official code) or ``l2`` (paper text)."""
     max_steps: int | None = None
     """Stop after this many steps (schedules still span the full run)."""
+    time_limit_min: float | None = None
+    """Wall-clock limit in minutes, counted from the start of this ``train`` call: stop cleanly at
+    the first step boundary past it (at a log step with several processes), writing a checkpoint;
+    schedules still span the full run, and running the same command again resumes. None: no
+    limit."""
     nan_policy: str = "stop"
     """On a non-finite loss: ``stop`` with a clear error, or ``skip`` the step and count it."""
 
@@ -384,6 +389,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optimization.ipe_scale must be > 0, got {o.ipe_scale}")
     if o.max_steps is not None and o.max_steps < 1:
         raise ConfigError(f"optimization.max_steps must be >= 1, got {o.max_steps}")
+    if o.time_limit_min is not None and o.time_limit_min <= 0:
+        raise ConfigError(f"optimization.time_limit_min must be > 0, got {o.time_limit_min}")
     for key in ("lr", "start_lr", "final_lr", "weight_decay", "final_weight_decay"):
         if getattr(o, key) < 0:
             raise ConfigError(f"optimization.{key} must be >= 0")

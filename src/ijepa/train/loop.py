@@ -78,6 +78,8 @@ class TrainResult:
     skipped_steps: int = 0
     checkpoint_failures: int = 0
     """Checkpoint writes that failed and were retried (``logging.checkpoint_failure=retry``)."""
+    time_limit_reached: bool = False
+    """The run stopped before its last step for ``optimization.time_limit_min``."""
 
 
 def _nonfinite_weights(models: JEPAModels) -> torch.Tensor:
@@ -93,6 +95,21 @@ def _nonfinite_weights(models: JEPAModels) -> torch.Tensor:
             local = local.to_local() if hasattr(local, "to_local") else local  # FSDP DTensor
             flags.append(torch.isfinite(local).all().logical_not())
     return torch.stack(flags).sum()
+
+
+def _out_of_time(ctx: DistContext, deadline: float | None, done: int, log_every: int) -> bool:
+    """Whether the wall-clock ``deadline`` has passed after step ``done``, the same on every rank.
+
+    One process checks its clock after every step. Several processes check only at log steps
+    and follow rank 0's clock (one small broadcast), so they all stop at the same step.
+    """
+    if deadline is None:
+        return False
+    if not ctx.distributed:
+        return time.perf_counter() >= deadline
+    if done % log_every != 0:
+        return False
+    return bool(ctx.broadcast_object(time.perf_counter() >= deadline))
 
 
 def _checkpoint_failure_message(
@@ -414,6 +431,7 @@ def train(cfg: Config, *, on_log: Callable[[dict[str, Any]], None] | None = None
         TrainingDiverged: a non-finite loss (every rank).
         DistributedError: a collective failed or timed out; names the unresponsive ranks.
     """
+    started = time.perf_counter()
     validate(cfg)
     info = dist_info_from_env()
     _check_parallel_settings(cfg, info)
@@ -422,7 +440,7 @@ def train(cfg: Config, *, on_log: Callable[[dict[str, Any]], None] | None = None
     phase = _Phase()
     comm_failed = False
     try:
-        return _train(cfg, ctx, phase, on_log)
+        return _train(cfg, ctx, phase, on_log, started)
     except Exception as err:
         if ctx.distributed and is_comm_error(err):
             comm_failed = True
@@ -444,6 +462,7 @@ def _train(
     ctx: DistContext,
     phase: _Phase,
     on_log: Callable[[dict[str, Any]], None] | None,
+    started: float,
 ) -> TrainResult:
     device = ctx.device
     if cfg.meta.deterministic:
@@ -540,6 +559,8 @@ def _train(
         _truncate_metrics(metrics_path, start_step)
 
     end_step = sched.total_steps if o.max_steps is None else min(sched.total_steps, o.max_steps)
+    deadline = None if o.time_limit_min is None else started + 60.0 * o.time_limit_min
+    timed_out = False
     mask_gen = _mask_generator(cfg)
     bf16 = cfg.meta.use_bfloat16
     skip = o.nan_policy == "skip"
@@ -577,6 +598,7 @@ def _train(
     )
     metrics_file = open(metrics_path, "a") if ctx.is_main else None  # noqa: SIM115
     step = start_step
+    last_done = start_step
     try:
         for step in range(start_step, end_step):
             phase.where = f"training step {step}"
@@ -606,8 +628,10 @@ def _train(
             )
             imgs_since += images.shape[0] * ctx.world_size
             bar.update(1)
-            done = step + 1
-            is_ckpt = done % ckpt_every == 0 or done == end_step
+            done = last_done = step + 1
+            timed_out = done < end_step and _out_of_time(ctx, deadline, done, cfg.logging.log_every)
+            # a run stopped by the time limit checkpoints its last step, like a finished one
+            is_ckpt = done % ckpt_every == 0 or done == end_step or timed_out
             if out.skipped:
                 skipped += 1
                 logger.warning("step %d: non-finite loss, step skipped (%d so far)", step, skipped)
@@ -716,7 +740,7 @@ def _train(
                 except ckpt.CheckpointError as err:
                     # every rank gets the same error from _save, so all take the same branch
                     retry = cfg.logging.checkpoint_failure == "retry"
-                    if not retry or done == end_step:
+                    if not retry or done == end_step or timed_out:
                         msg = _checkpoint_failure_message(err, done, last_good, saved_at, retry)
                         raise ckpt.CheckpointError(msg) from err
                     ckpt_failures += 1
@@ -730,6 +754,16 @@ def _train(
                         last_good or "none",
                         saved_at,
                     )
+            if timed_out:
+                logger.warning(
+                    "stopped at step %d of %d: optimization.time_limit_min=%g reached (%.2f min "
+                    "since start); checkpoint written, run the same command again to resume",
+                    done,
+                    end_step,
+                    o.time_limit_min,
+                    (time.perf_counter() - started) / 60.0,
+                )
+                break
     finally:
         bar.close()
         if metrics_file is not None:
@@ -740,12 +774,13 @@ def _train(
         logger.warning("%d checkpoint write(s) failed and were retried", ckpt_failures)
     return TrainResult(
         run_dir=run_dir,
-        step=end_step if end_step > start_step else start_step,
+        step=last_done,
         models=pm.models,
         model_args=model_args,
         history=history,
         skipped_steps=skipped,
         checkpoint_failures=ckpt_failures,
+        time_limit_reached=timed_out,
     )
 
 

@@ -1,0 +1,534 @@
+"""Quality per CPU-minute: pretrain for a wall-clock budget, then probe the frozen features.
+
+    python benchmarks/quality.py --data fashion-mnist --minutes 30      # `make quality`
+    python benchmarks/quality.py --data embedded --quick                 # CI smoke run (~1 min)
+    python benchmarks/quality.py --data fashion-mnist --preset demo --set data.batch_size=128
+
+Pretrains I-JEPA with a preset (``small-cpu`` for Fashion-MNIST, ``demo`` for the other sets;
+``--preset`` picks another, ``--set`` overrides keys) for ``--minutes`` of wall time on this
+machine, then reports kNN, linear and 1 % low-shot top-1 on the test split for three
+representations under the same protocols: the trained target (EMA) encoder, a random-init encoder
+of the same architecture, and the raw pixels (flattened, normalised with the set's mean/std).
+
+The wall-clock budget. The LR, weight-decay and EMA schedules span the run's total step count, so
+the run must know it up front: a short throwaway run (``--calibration-steps`` steps) measures the
+step time, the per-log-record and per-checkpoint overheads and the start-up cost; the step count
+that fits in what is left of the budget sets ``optimization.epochs``/``ipe_scale`` (the preset's
+warm-up *fraction* is kept). ``optimization.time_limit_min`` is a hard stop at the budget should
+the machine slow down (the run then stops before its schedule ends: ``time_limit_reached``).
+
+Progress goes to stderr; the last stdout line is one JSON object (accuracies are fractions):
+``minutes`` (pretraining wall minutes, calibration included), ``linear``, ``knn``,
+``lowshot_1pct`` (+ ``_std``) for the trained encoder, the same with ``raw_`` and ``random_``
+prefixes, and the run's facts (steps, epochs, images, threads, CPU, protocol settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ijepa.config import Config, apply_overrides, dataset_spec, validate
+from ijepa.data import ImageSet, load_imageset, parse_spec
+from ijepa.eval import knn_classify, linear_probe, lowshot_eval
+from ijepa.evaluate import eval_batches, features_of, poolings_for
+from ijepa.hardware import cpu_name
+from ijepa.recipes import PRESETS, preset
+from ijepa.train.build import build_encoder
+from ijepa.train.loop import train
+
+logger = logging.getLogger("quality")
+
+#: Fraction of the labels of the low-shot protocol, and its number of random draws.
+LOWSHOT_FRACTION = 0.01
+LOWSHOT_DRAWS = 5
+#: kNN neighbours and vote temperature (the DINO protocol).
+KNN_K = 20
+KNN_TEMPERATURE = 0.07
+#: Part of the remaining budget planned for steps; the rest absorbs machine-load swings.
+PLAN_MARGIN = 0.97
+#: Calibration steps treated as warm-up (not timed).
+WARMUP_STEPS = 2
+QUICK = {"minutes": 0.3, "train_images": 2000, "test_images": 500}
+
+
+class QualityError(ValueError):
+    """Bad benchmark input (budget, sizes, output folder); the message says what to change."""
+
+
+# ----------------------------------------------------------------------------- configuration
+def default_preset(data: str) -> str:
+    """``small-cpu`` for Fashion-MNIST, ``demo`` for every other data kind."""
+    kind, _ = parse_spec(data)
+    return "small-cpu" if kind == "fashion-mnist" else "demo"
+
+
+def build_config(
+    data: str,
+    preset_name: str | None,
+    overrides: Sequence[str],
+    *,
+    seed: int,
+    train_images: int | None,
+    progress: bool,
+) -> tuple[Config, str]:
+    """The preset for ``data`` with the overrides applied, and the preset's name."""
+    name = preset_name or default_preset(data)
+    if name not in PRESETS:
+        raise QualityError(f"unknown --preset '{name}'; choose one of: {', '.join(PRESETS)}")
+    cfg = preset(name)
+    cfg.data.dataset = data
+    cfg.meta.seed = seed
+    cfg.logging.progress = progress
+    cfg = apply_overrides(cfg, list(overrides))
+    if train_images is not None:
+        cfg.data.max_images = train_images
+    validate(cfg)
+    return cfg, name
+
+
+def load_sets(cfg: Config, test_images: int | None) -> tuple[ImageSet, ImageSet]:
+    """The labelled train set (the pretraining images) and the test set, in memory."""
+    spec = dataset_spec(cfg)
+    train_set = load_imageset(spec, "train")
+    test_set = load_imageset(spec, "test")
+    if cfg.data.max_images is not None:
+        train_set = train_set.subset(torch.arange(min(cfg.data.max_images, len(train_set))))
+    if test_images is not None:
+        test_set = test_set.subset(torch.arange(min(test_images, len(test_set))))
+    return train_set, test_set
+
+
+def check_lowshot(train_set: ImageSet, fraction: float = LOWSHOT_FRACTION) -> None:
+    """Fail early unless the low-shot subset keeps 2 images of every class.
+
+    The library's low-shot protocol picks the head on a validation split carved from the labelled
+    subset, so each class needs one image to train on and one to validate on.
+    """
+    counts = torch.bincount(train_set.labels, minlength=train_set.num_classes)
+    for cls, n in enumerate(counts.tolist()):
+        if max(1, round(fraction * n)) < 2:
+            need = math.ceil(1.5 / fraction)
+            raise QualityError(
+                f"the {len(train_set)} train images leave class '{train_set.classes[cls]}' with "
+                f"{n} image(s): {fraction:.0%} low-shot needs at least 2 labelled images per "
+                f"class (about {need} images per class); raise --train-images"
+            )
+
+
+# ----------------------------------------------------------------------------- the budget
+@dataclass
+class Calibration:
+    """Costs measured by a short throwaway run of the same config (seconds)."""
+
+    step_s: float
+    """Median wall time of a training step after the warm-up steps."""
+    log_s: float
+    """Extra time of a metrics record (collapse probe, bookkeeping)."""
+    startup_s: float
+    """From the ``train`` call to the first step (data, models)."""
+    checkpoint_s: float
+    """Writing a checkpoint (and returning)."""
+    seconds: float
+    """The calibration's own wall time."""
+    steps: int
+
+
+def calibrate(cfg: Config, steps: int, limit_min: float) -> Calibration:
+    """Time ``steps`` real training steps of ``cfg`` in a throwaway folder."""
+    stamps: list[tuple[float, float]] = []  # (time of the record, the record's img_per_s)
+    with tempfile.TemporaryDirectory(prefix="ijepa-quality-calibration-") as folder:
+        probe = apply_overrides(
+            cfg,
+            [
+                f"logging.folder={folder}",
+                f"optimization.max_steps={steps}",
+                f"optimization.time_limit_min={limit_min}",
+                "logging.log_every=1",
+                "logging.checkpoint_every=0",
+                "logging.keep_every=0",
+                "logging.progress=false",
+            ],
+        )
+        t0 = time.perf_counter()
+        train(probe, on_log=lambda rec: stamps.append((time.perf_counter(), rec["img_per_s"])))
+        t1 = time.perf_counter()
+    timed = stamps[WARMUP_STEPS:]
+    if len(timed) < 2:
+        raise QualityError(
+            f"calibration timed only {len(stamps)} step(s) in {limit_min * 60:.0f} s: the budget "
+            "is too short for this config on this machine; raise --minutes"
+        )
+    step_s = statistics.median(cfg.data.batch_size / ips for _, ips in timed)
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(timed)]
+    return Calibration(
+        step_s=step_s,
+        log_s=max(0.0, statistics.median(gaps) - step_s),
+        startup_s=max(0.0, stamps[0][0] - t0 - step_s),
+        checkpoint_s=max(0.0, t1 - stamps[-1][0]),
+        seconds=t1 - t0,
+        steps=len(stamps),
+    )
+
+
+def plan_steps(cal: Calibration, seconds: float, *, log_every: int, ipe: int) -> int:
+    """How many steps fit in ``seconds``: start-up, steps, records, a checkpoint per epoch."""
+    per_step = cal.step_s + cal.log_s / log_every + cal.checkpoint_s / ipe
+    usable = PLAN_MARGIN * seconds - cal.startup_s - cal.checkpoint_s
+    return max(0, math.floor(usable / per_step))
+
+
+def budget_config(cfg: Config, steps: int, ipe: int, *, folder: Path, limit_min: float) -> Config:
+    """``cfg`` with schedules spanning exactly ``steps`` steps and a hard wall-clock stop.
+
+    ``epochs`` (an int) becomes the number of started epochs and ``ipe_scale`` scales it down to
+    ``steps``; the warm-up keeps the config's fraction of the schedule.
+    """
+    o = cfg.optimization
+    epochs = max(1, math.ceil(steps / ipe))
+    ipe_scale = (steps + 0.5) / (epochs * ipe)  # int(epochs * ipe_scale * ipe) == steps
+    warmup = (o.warmup / o.epochs) * steps / ipe
+    out = apply_overrides(
+        cfg,
+        [
+            f"logging.folder={folder}",
+            f"optimization.epochs={epochs}",
+            f"optimization.ipe_scale={ipe_scale!r}",
+            f"optimization.warmup={warmup!r}",
+            f"optimization.time_limit_min={limit_min!r}",
+            "optimization.max_steps=",
+        ],
+    )
+    validate(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluation
+def pixel_features(data: ImageSet) -> dict[str, torch.Tensor]:
+    """Raw pixels as features: ``{"pixels": (N, C*H*W) (x/255 - mean)/std, "labels": (N,)}``."""
+    size = min(data.images.shape[-2:])
+    parts, labels = [], []
+    for images, y in eval_batches(data, size, batch_size=4096):
+        parts.append(images.flatten(1))
+        labels.append(y)
+    return {"pixels": torch.cat(parts), "labels": torch.cat(labels)}
+
+
+def probe_all(
+    train_feats: dict[str, torch.Tensor],
+    test_feats: dict[str, torch.Tensor],
+    *,
+    knn_key: str,
+    keys: Sequence[str],
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """kNN on ``knn_key``, the linear grid and 1 % low-shot on ``keys``, for one representation."""
+    ytr, yte = train_feats["labels"], test_feats["labels"]
+    knn = knn_classify(
+        train_feats[knn_key], ytr, test_feats[knn_key], yte, k=KNN_K, temperature=KNN_TEMPERATURE
+    )
+    lin = linear_probe(train_feats, ytr, test_feats, yte, keys=keys, seed=seed, device=device)
+    low = lowshot_eval(
+        train_feats,
+        ytr,
+        test_feats,
+        yte,
+        fraction=LOWSHOT_FRACTION,
+        draws=LOWSHOT_DRAWS,
+        keys=keys,
+        seed=seed,
+        device=device,
+    )
+    return {"knn": knn, "linear": lin, "lowshot": low}
+
+
+def encoder_results(
+    encoder: torch.nn.Module,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    *,
+    img_size: int,
+    seed: int,
+    progress: bool,
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Every protocol on an encoder's frozen features, and the poolings the linear grid used."""
+    device = next(encoder.parameters()).device
+    poolings = poolings_for("linear", depth=len(getattr(encoder, "blocks", [])) or None)
+    kw: dict[str, Any] = {
+        "poolings": poolings,
+        "img_size": img_size,
+        "device": device,
+        "progress": progress,
+    }
+    tr = features_of(encoder, train_set, **kw)
+    te = features_of(encoder, test_set, **kw)
+    return probe_all(tr, te, knn_key="avg", keys=poolings, seed=seed, device=device), poolings
+
+
+def _flat_scores(prefix: str, res: dict[str, Any]) -> dict[str, Any]:
+    scores = {
+        f"{prefix}linear": res["linear"]["top1"],
+        f"{prefix}knn": res["knn"]["top1"],
+        f"{prefix}lowshot_1pct": res["lowshot"]["mean"],
+        f"{prefix}lowshot_1pct_std": res["lowshot"]["std"],
+    }
+    return {key: round(float(value), 5) for key, value in scores.items()}
+
+
+def _protocol_settings(res: dict[str, Any], poolings: Sequence[str]) -> dict[str, Any]:
+    lin, low, knn = res["linear"], res["lowshot"], res["knn"]
+    return {
+        "encoder": "target (EMA) encoder; random: same architecture, fresh init",
+        "raw": "flattened pixels, (x/255 - mean)/std with the set's statistics",
+        "knn": {
+            "k": knn["k"],
+            "temperature": knn["temperature"],
+            "similarity": "cosine",
+            "pooling": "avg",
+        },
+        "linear": {
+            "poolings": list(poolings),
+            "lrs": sorted({g["lr"] for g in lin["grid"]}),
+            "epochs": lin["epochs"],
+            "optimizer": lin["optimizer"],
+            "val_fraction": lin["val_fraction"],
+            "selection": "best validation top-1 over poolings x lrs",
+        },
+        "lowshot": {
+            "fraction": low["fraction"],
+            "draws": low["num_draws"],
+            "poolings": list(poolings),
+            "epochs": low["epochs"],
+            "selection": low["selection"],
+            "labelled_per_draw": low["draws"][0]["n_labelled"],
+        },
+    }
+
+
+def _best(res: dict[str, Any]) -> dict[str, Any]:
+    return {"pooling": res["linear"]["best"]["pooling"], "lr": res["linear"]["best"]["lr"]}
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Calibrate, pretrain within the budget, evaluate; returns the JSON record."""
+    if not args.minutes > 0:
+        raise QualityError(f"--minutes must be > 0, got {args.minutes}")
+    for name in ("train_images", "test_images"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise QualityError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.calibration_steps < WARMUP_STEPS + 2:
+        raise QualityError(f"--calibration-steps must be >= {WARMUP_STEPS + 2}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise QualityError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    given = Path(args.out) if args.out else None
+    if given is not None and given.exists() and (not given.is_dir() or any(given.iterdir())):
+        raise QualityError(
+            f"--out {given} exists and is not an empty folder (training would resume from it); "
+            "name a new folder"
+        )
+    progress = not args.no_progress
+    cfg, preset_name = build_config(
+        args.data,
+        args.preset,
+        args.set,
+        seed=args.seed,
+        train_images=args.train_images,
+        progress=progress,
+    )
+    train_set, test_set = load_sets(cfg, args.test_images)
+    check_lowshot(train_set)
+    ipe = len(train_set) // cfg.data.batch_size
+    if ipe < 1:
+        raise QualityError(
+            f"{len(train_set)} train images are fewer than one batch of {cfg.data.batch_size}"
+        )
+    logger.info(
+        "data %s: %d train / %d test images; preset %s; budget %.2f min",
+        dataset_spec(cfg),
+        len(train_set),
+        len(test_set),
+        preset_name,
+        args.minutes,
+    )
+
+    budget_s = 60.0 * args.minutes
+    clock0 = time.perf_counter()
+    cal = calibrate(cfg, args.calibration_steps, limit_min=args.minutes / 2)
+    left_s = budget_s - (time.perf_counter() - clock0)
+    steps = plan_steps(cal, left_s, log_every=cfg.logging.log_every, ipe=ipe)
+    logger.info(
+        "calibration: %d steps in %.1f s; %.3f s/step, +%.3f s/record, start-up %.1f s, "
+        "checkpoint %.2f s -> %d steps fit in the %.1f s left",
+        cal.steps,
+        cal.seconds,
+        cal.step_s,
+        cal.log_s,
+        cal.startup_s,
+        cal.checkpoint_s,
+        steps,
+        left_s,
+    )
+    if steps < 1:
+        raise QualityError(
+            f"--minutes {args.minutes:g} is too short: calibration took {cal.seconds:.0f} s and "
+            f"start-up alone takes {cal.startup_s:.0f} s, leaving no time for a step"
+        )
+    out = given or Path(tempfile.mkdtemp(prefix="ijepa-quality-"))
+    limit_min = (budget_s - (time.perf_counter() - clock0)) / 60.0
+    run_cfg = budget_config(cfg, steps, ipe, folder=out, limit_min=limit_min)
+    t_train = time.perf_counter()
+    result = train(run_cfg)
+    t_done = time.perf_counter()
+    pretrain_min = (t_done - clock0) / 60.0
+
+    size = cfg.data.crop_size
+    trained, poolings = encoder_results(
+        result.models.target_encoder,
+        train_set,
+        test_set,
+        img_size=size,
+        seed=args.seed,
+        progress=progress,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed + 1)
+        random_enc = build_encoder(result.model_args, attn_impl=cfg.meta.attn_impl)
+    random, _ = encoder_results(
+        random_enc, train_set, test_set, img_size=size, seed=args.seed, progress=progress
+    )
+    raw = probe_all(
+        pixel_features(train_set),
+        pixel_features(test_set),
+        knn_key="pixels",
+        keys=("pixels",),
+        seed=args.seed,
+        device=next(result.models.target_encoder.parameters()).device,
+    )
+    eval_min = (time.perf_counter() - t_done) / 60.0
+
+    ips = [rec["img_per_s"] for rec in result.history]
+    record: dict[str, Any] = {
+        "minutes": round(pretrain_min, 3),
+        **_flat_scores("", trained),
+        **_flat_scores("raw_", raw),
+        **_flat_scores("random_", random),
+        "budget_minutes": args.minutes,
+        "calibration_minutes": round(cal.seconds / 60.0, 3),
+        "train_minutes": round((t_done - t_train) / 60.0, 3),
+        "eval_minutes": round(eval_min, 3),
+        "steps": result.step,
+        "planned_steps": steps,
+        "time_limit_reached": result.time_limit_reached,
+        "epochs": round(result.step * cfg.data.batch_size / len(train_set), 3),
+        "img_per_s": round(statistics.median(ips), 2) if ips else None,
+        "batch_size": cfg.data.batch_size,
+        "data": args.data,
+        "preset": preset_name,
+        "overrides": list(args.set),
+        "train_images": len(train_set),
+        "test_images": len(test_set),
+        "num_classes": train_set.num_classes,
+        "model": result.model_args,
+        "linear_best": {"trained": _best(trained), "random": _best(random), "raw": _best(raw)},
+        "protocol": _protocol_settings(trained, poolings),
+        "threads": torch.get_num_threads(),
+        "device": str(next(result.models.target_encoder.parameters()).device),
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+        "seed": args.seed,
+        "run_dir": str(result.run_dir),
+    }
+    (out / "quality.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def format_table(rec: dict[str, Any]) -> str:
+    """A human-readable summary (stderr)."""
+    lines = [
+        f"{rec['data']}: {rec['steps']} steps ({rec['epochs']:.2f} epochs) in {rec['minutes']:.2f} "
+        f"min of pretraining (budget {rec['budget_minutes']:g}), {rec['train_images']} train / "
+        f"{rec['test_images']} test images",
+        f"{'features':<24}{'linear':>10}{'kNN':>10}{'1 % low-shot':>18}",
+    ]
+    for label, prefix in (
+        ("I-JEPA target encoder", ""),
+        ("random init", "random_"),
+        ("raw pixels", "raw_"),
+    ):
+        lines.append(
+            f"{label:<24}{rec[prefix + 'linear']:>10.4f}{rec[prefix + 'knn']:>10.4f}"
+            f"{rec[prefix + 'lowshot_1pct']:>11.4f} ± {rec[prefix + 'lowshot_1pct_std']:.4f}"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (``--quick`` fills in the small CI sizes where not given)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", default="fashion-mnist", help="data spec (default fashion-mnist)")
+    p.add_argument("--minutes", type=float, default=None, help="pretraining wall-time budget")
+    p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    p.add_argument("--out", default=None, help="run folder (new or empty; default: a temp dir)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-images", type=int, default=None, help="first N train images only")
+    p.add_argument("--test-images", type=int, default=None, help="first N test images only")
+    p.add_argument("--calibration-steps", type=int, default=12)
+    p.add_argument("--quick", action="store_true", help="CI mode: 0.3 min, 2000/500 images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    for key, value in QUICK.items():
+        if args.quick and getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.minutes is None:
+        args.minutes = 30.0
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print the JSON record as the last stdout line. Exit 2 on bad input."""
+    from ijepa.cli import user_errors
+
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        record = run(args)
+    except user_errors() as err:
+        logger.debug("details", exc_info=True)
+        message = " ".join(str(err).split())
+        print(f"quality.py: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("quality.py: interrupted", file=sys.stderr)
+        return 130
+    print(format_table(record), file=sys.stderr)
+    print(json.dumps(record), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
