@@ -108,6 +108,8 @@ class MetaConfig:
     """Encoder width; None keeps the size's."""
     enc_num_heads: int | None = None
     """Encoder (and predictor) heads; None keeps the size's."""
+    patch_init_std: float | None = None
+    """Init std of the patch embedding; None: the official 0.02 (raise it for small patches)."""
     use_bfloat16: bool = True
     load_checkpoint: bool = False
     """Official key: resume from ``read_checkpoint`` (we also resume automatically from the run folder)."""
@@ -389,6 +391,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optimization.ipe_scale must be > 0, got {o.ipe_scale}")
     if o.max_steps is not None and o.max_steps < 1:
         raise ConfigError(f"optimization.max_steps must be >= 1, got {o.max_steps}")
+    if cfg.meta.patch_init_std is not None and not cfg.meta.patch_init_std > 0:
+        raise ConfigError(f"meta.patch_init_std must be > 0, got {cfg.meta.patch_init_std}")
     if o.time_limit_min is not None and o.time_limit_min <= 0:
         raise ConfigError(f"optimization.time_limit_min must be > 0, got {o.time_limit_min}")
     for key in ("lr", "start_lr", "final_lr", "weight_decay", "final_weight_decay"):

@@ -1,4 +1,4 @@
-"""The embedded procedural shapes set: determinism, shapes, labels, statistics."""
+"""The embedded procedural shapes set: determinism, shapes, labels, statistics, both layouts."""
 
 from __future__ import annotations
 
@@ -44,15 +44,18 @@ def test_prefix_does_not_depend_on_size() -> None:
 
 
 def test_label_balance_shape_and_count() -> None:
-    shape = load_imageset("embedded:1000", "train")
+    default = load_imageset("embedded:1000", "train")
+    counts = torch.bincount(default.labels, minlength=5)
+    assert counts.min() >= 190 and counts.max() <= 210
+    shape = load_imageset("embedded:1000", "train", layout="scene")
     counts = torch.bincount(shape.labels, minlength=5)
     assert counts.min() >= 190 and counts.max() <= 210
-    count = load_imageset("embedded:1000", "train", label="count")
+    count = load_imageset("embedded:1000", "train", label="count", layout="scene")
     assert count.classes == ["1", "2", "3", "4"]
     c = torch.bincount(count.labels, minlength=4)
     assert c.min() >= 240 and c.max() <= 260
     assert torch.equal(count.images, shape.images)  # two labellings of the same images
-    one = load_imageset("embedded:50", "train", label="count", max_distractors=0)
+    one = load_imageset("embedded:50", "train", label="count", layout="scene", max_distractors=0)
     assert one.classes == ["1"] and (one.labels == 0).all()
 
 
@@ -89,6 +92,7 @@ def test_statistics_shared_by_splits_and_from_train() -> None:
 def test_generation_is_fast() -> None:
     t = time.perf_counter()
     generate_scenes(1024, split="train", seed=11)
+    generate_scenes(1024, split="train", seed=11, layout="scene")
     assert time.perf_counter() - t < 10.0  # about 0.4 s on one core; generous for busy CI
 
 
@@ -96,7 +100,13 @@ def test_option_errors() -> None:
     with pytest.raises(DataSpecError, match="label"):
         load_imageset("embedded:10", label="colour")
     with pytest.raises(DataSpecError, match="max_distractors"):
-        load_imageset("embedded:10", max_distractors=7)
+        load_imageset("embedded:10", layout="scene", max_distractors=7)
+    with pytest.raises(DataSpecError, match="layout='scene' only"):
+        load_imageset("embedded:10", max_distractors=1)
+    with pytest.raises(DataSpecError, match="layout='scene' only"):
+        load_imageset("embedded:10", label="count")
+    with pytest.raises(DataSpecError, match="layout must be"):
+        load_imageset("embedded:10", layout="grid")
     with pytest.raises(DataSpecError, match="unknown option"):
         load_imageset("embedded:10", colours=3)
     with pytest.raises(DataSpecError, match="disagree"):
@@ -112,10 +122,31 @@ def _mode_fraction(img: torch.Tensor) -> float:
 
 
 def test_plain_background_variant() -> None:
-    plain = load_imageset("embedded:20", "test", background="plain", max_distractors=0)
-    textured = load_imageset("embedded:20", "test", max_distractors=0)
+    plain = load_imageset(
+        "embedded:20", "test", layout="scene", background="plain", max_distractors=0
+    )
+    textured = load_imageset("embedded:20", "test", layout="scene", max_distractors=0)
     assert min(_mode_fraction(x) for x in plain.images) > 0.4  # flat background
     assert max(_mode_fraction(x) for x in textured.images) < 0.1  # gradient, texture, noise
     assert torch.equal(plain.labels, textured.labels)  # same layouts and labels
     with pytest.raises(DataSpecError, match="background"):
-        load_imageset("embedded:4", background="stripes")
+        load_imageset("embedded:4", layout="scene", background="stripes")
+
+
+def test_object_layout_one_grey_object_near_the_centre() -> None:
+    s = load_imageset("embedded:200", "test")
+    x = s.images.float()
+    # grey: the three channels differ only by the pixel noise
+    assert (x[:, 0] - x[:, 1]).abs().mean() < 12 and (x[:, 1] - x[:, 2]).abs().mean() < 12
+    grey = x.mean(1)  # (N, 32, 32)
+    bright = grey > (grey.amin(dim=(1, 2), keepdim=True) + grey.amax(dim=(1, 2), keepdim=True)) / 2
+    frac = bright.float().mean(dim=(1, 2))
+    assert frac.min() > 0.1 and frac.max() < 0.8  # one large object, never the whole image
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    w = bright.float()
+    cy = (w * ys).sum((1, 2)) / w.sum((1, 2))
+    cx = (w * xs).sum((1, 2)) / w.sum((1, 2))
+    assert ((cx - 15.5).abs() < 6).all() and ((cy - 15.5).abs() < 6).all()
+    assert s.classes == list(SHAPES) and s.name.startswith("embedded[object")
+    scene = load_imageset("embedded:200", "test", layout="scene")
+    assert not torch.equal(scene.images, s.images) and scene.mean != s.mean

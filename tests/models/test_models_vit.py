@@ -244,3 +244,21 @@ def test_backward_reaches_trainable_params_only() -> None:
     enc(torch.randn(2, 3, 16, 16), torch.randint(0, 16, (2, 2, 6))).square().mean().backward()
     assert enc.pos_embed.grad is None
     assert all(p.grad is not None for n, p in enc.named_parameters() if n != "pos_embed")
+
+
+def test_patch_init_std_scales_only_the_patch_embedding() -> None:
+    torch.manual_seed(0)
+    official = VisionTransformer(img_size=32, patch_size=4, embed_dim=96, depth=1, num_heads=3)
+    torch.manual_seed(0)
+    wide = VisionTransformer(
+        img_size=32, patch_size=4, embed_dim=96, depth=1, num_heads=3, patch_init_std=0.08
+    )
+    assert abs(official.patch_embed.proj.weight.std().item() - 0.02) < 0.002
+    assert abs(wide.patch_embed.proj.weight.std().item() - 0.08) < 0.008
+    assert torch.equal(wide.patch_embed.proj.bias, torch.zeros(96))
+    # every other weight has the official init std
+    for (name, a), (_, b) in zip(official.named_parameters(), wide.named_parameters(), strict=True):
+        if name.startswith("blocks") and a.ndim == 2:
+            assert abs(b.std().item() - 0.02) < 0.002, name
+    with pytest.raises(ValueError, match="patch_init_std"):
+        VisionTransformer(img_size=32, patch_size=4, embed_dim=96, depth=1, patch_init_std=0.0)

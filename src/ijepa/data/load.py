@@ -3,7 +3,8 @@
 Options (keyword arguments) per kind; an unknown option raises :class:`DataSpecError`:
 
 - ``embedded``: ``size``, ``image_size`` (32), ``label`` ("shape" | "count"), ``seed`` (0),
-  ``max_distractors`` (3), ``background`` ("textured" | "plain"). ``"embedded:N"`` sets ``size``.
+  ``layout`` ("object" | "scene"), and for the scene layout ``max_distractors`` (3) and
+  ``background`` ("textured" | "plain"). ``"embedded:N"`` sets ``size``.
 - ``fashion-mnist``: ``download`` (True).
 - ``imagefolder``: ``image_size`` (64), ``grayscale`` (False), ``max_images`` (100 000).
 - ``hf``: ``image_column``, ``label_column`` ("label"), ``image_size``, ``grayscale``, ``mean``,
@@ -33,7 +34,15 @@ logger = logging.getLogger(__name__)
 
 #: Keyword options each kind accepts.
 OPTIONS: dict[str, tuple[str, ...]] = {
-    "embedded": ("size", "image_size", "label", "seed", "max_distractors", "background"),
+    "embedded": (
+        "size",
+        "image_size",
+        "label",
+        "seed",
+        "layout",
+        "max_distractors",
+        "background",
+    ),
     "fashion-mnist": ("download",),
     "imagefolder": ("image_size", "grayscale", "max_images"),
     "hf": ("image_column", "label_column", "image_size", "grayscale", "mean", "std"),

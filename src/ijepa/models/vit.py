@@ -47,6 +47,10 @@ class VisionTransformer(nn.Module):
         qkv_bias: bias on the ``qkv`` projections.
         norm_eps: LayerNorm epsilon.
         init_std: standard deviation of the truncated-normal weight init.
+        patch_init_std: standard deviation of the patch-embedding weight init; ``None``: ``init_std``
+            (official). With small patches and few channels (fan-in ``C*p*p``) the official 0.02
+            makes patch tokens tiny next to the sin-cos positions (RMS 0.14 vs 0.71 at 4x4x3),
+            so a larger value restores the token scale the official ViT/16 has at 16x16x3.
         drop_path_rate: stochastic depth of the last block (linear from 0 over depth).
         attn_impl: ``"sdpa"``, ``"plain"`` or ``"auto"``.
     """
@@ -65,6 +69,7 @@ class VisionTransformer(nn.Module):
         init_std: float = 0.02,
         drop_path_rate: float = 0.0,
         attn_impl: AttnImpl = "auto",
+        patch_init_std: float | None = None,
     ) -> None:
         super().__init__()
         if patch_size <= 0:
@@ -98,6 +103,10 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.apply(lambda m: init_official_(m, init_std))
+        if patch_init_std is not None:
+            if patch_init_std <= 0:
+                raise ValueError(f"patch_init_std must be positive, got {patch_init_std}")
+            init_official_(self.patch_embed.proj, patch_init_std)
         # Tables for other input resolutions: {(grid, device, dtype): (1, N', D)}; not state.
         self._pos_cache: dict[tuple[tuple[int, int], torch.device, torch.dtype], torch.Tensor] = {}
 

@@ -22,6 +22,7 @@ def model_args_from_config(cfg: Any, in_chans: int) -> dict[str, Any]:
         "enc_depth": cfg.meta.enc_depth,
         "enc_emb_dim": cfg.meta.enc_emb_dim,
         "enc_num_heads": cfg.meta.enc_num_heads,
+        "patch_init_std": cfg.meta.patch_init_std,
     }
 
 
@@ -46,6 +47,7 @@ def build_encoder(
         in_chans=model_args["in_chans"],
         attn_impl=attn_impl,
         drop_path_rate=drop_path_rate,
+        patch_init_std=model_args.get("patch_init_std"),
     )
 
 
