@@ -7,15 +7,25 @@ EXTRAS ?= dev,hf,timm,slurm,umap,datasets
 
 .PHONY: install demo test test-fast lint bench quality clean
 
+# The demo needs only the package's own dependencies: installing the test and interop extras
+# (transformers, datasets, umap-learn, ...) took most of a fresh machine's `make demo` set-up.
+BASE_STAMP := $(VENV)/.ijepa-base-installed
+
+$(BASE_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	@$(BIN)/python -c "import ijepa, torch, torchvision"
+	@touch $(BASE_STAMP)
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	@$(BIN)/python -c "import ijepa, torch, torchvision"
-	@touch $(STAMP)
+	@touch $(STAMP) $(BASE_STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE_STAMP)
 	$(BIN)/ijepa demo
 
 test: $(STAMP)
