@@ -152,3 +152,11 @@ def test_cli_reports_missing_dataset(tmp_path, capsys):
     )
     assert code == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_resume_check_ignores_init_only_model_args():
+    from ijepa.train.loop import _arch
+
+    args = {"model_name": "vit_tiny", "enc_depth": 2, "patch_init_std": 0.08}
+    assert _arch(args) == _arch({**args, "patch_init_std": None})
+    assert _arch(args) != _arch({**args, "enc_depth": 3})

@@ -112,6 +112,15 @@ def _out_of_time(ctx: DistContext, deadline: float | None, done: int, log_every:
     return bool(ctx.broadcast_object(time.perf_counter() >= deadline))
 
 
+#: Model arguments that only set the initialisation: a checkpoint's weights replace it on resume.
+_INIT_ONLY_ARGS = ("patch_init_std",)
+
+
+def _arch(model_args: dict[str, Any]) -> dict[str, Any]:
+    """The architecture part of ``model_args`` (init-only settings dropped)."""
+    return {k: v for k, v in model_args.items() if k not in _INIT_ONLY_ARGS}
+
+
 def _checkpoint_failure_message(
     err: ckpt.CheckpointError, done: int, last_good: Path | None, saved_at: int, retry: bool
 ) -> str:
@@ -297,7 +306,7 @@ def _read_checkpoint(
     if source is None:
         return _Resume()
     state = ckpt.load_checkpoint(source, map_location=map_location)
-    if state.get("model_args") not in (None, model_args):
+    if state.get("model_args") is not None and _arch(state["model_args"]) != _arch(model_args):
         raise ckpt.CheckpointError(
             f"checkpoint {source} was made for a different architecture "
             f"({state['model_args']}) than this config ({model_args})"
