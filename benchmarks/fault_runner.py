@@ -24,29 +24,20 @@ from typing import Any
 
 import fault_hooks
 
+from ijepa.recipes import TINY_OVERRIDES
+
 STEPS = 32
 """Steps of every embedded run: 64 images / batch 8 = 8 steps per epoch, 4 epochs."""
 CKPT_EVERY = 4
 """Steps between checkpoints (one interval: the most a kill may lose)."""
 TINY = [
-    "data.dataset=embedded:64",
-    "data.crop_size=16",
+    *TINY_OVERRIDES,
     "data.batch_size=8",
-    "mask.patch_size=4",
-    "mask.min_keep=2",
-    "meta.model_name=vit_tiny",
-    "meta.enc_depth=2",
-    "meta.enc_emb_dim=48",
-    "meta.enc_num_heads=3",
-    "meta.pred_depth=1",
-    "meta.pred_emb_dim=24",
-    "meta.use_bfloat16=false",
     "meta.deterministic=true",
     "meta.device=cpu",
     "optimization.epochs=4",
     "optimization.warmup=1",
     "logging.log_every=1",
-    "logging.progress=false",
     f"logging.checkpoint_every={CKPT_EVERY}",
 ]
 """Overrides of every embedded run (a tiny ViT on 16 px crops; deterministic CPU mode)."""

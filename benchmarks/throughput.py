@@ -48,7 +48,7 @@ from ijepa.config import Config, apply_overrides, load_config
 from ijepa.data import train_transform_batch
 from ijepa.hardware import cpu_name, matmul_peak, native_bf16
 from ijepa.masks import MultiBlockMaskGenerator, make_generator
-from ijepa.train.build import build_models, model_args_from_config
+from ijepa.train.build import build_mask_generator, build_models, model_args_from_config
 from ijepa.train.optim import build_optimizer
 from ijepa.train.step import (
     JEPAModels,
@@ -193,19 +193,7 @@ def build_bench(spec: dict[str, Any]) -> Bench:
     pool = torch.randint(0, 256, (max(64, cfg.data.batch_size), in_chans, side, side)).to(
         torch.uint8
     )
-    m = cfg.mask
-    grid = cfg.data.crop_size // m.patch_size
-    masks = MultiBlockMaskGenerator(
-        input_size=(grid, grid),
-        enc_mask_scale=m.enc_mask_scale,
-        pred_mask_scale=m.pred_mask_scale,
-        aspect_ratio=m.aspect_ratio,
-        nenc=m.num_enc_masks,
-        npred=m.num_pred_masks,
-        min_keep=m.min_keep,
-        allow_overlap=m.allow_overlap,
-        mode=spec.get("masks", "default"),
-    )
+    masks = build_mask_generator(cfg, mode=spec.get("masks", "default"))
     return Bench(cfg, device, models, step_models, optimizer, pool, masks, spec["dtype"] == "bf16")
 
 

@@ -65,6 +65,24 @@ def _small_cpu() -> Config:
     return cfg
 
 
+#: ``key=value`` overrides for the smallest model that trains end to end in a second or two on
+#: 64 embedded images (16 px, 4x4 grid): for smoke tests, fault drills and CI. Apply them on top
+#: of a config with :func:`ijepa.config.apply_overrides` and add the run-specific keys.
+TINY_OVERRIDES: tuple[str, ...] = (
+    "data.dataset=embedded:64",
+    "data.crop_size=16",
+    "mask.patch_size=4",
+    "mask.min_keep=2",
+    "meta.model_name=vit_tiny",
+    "meta.enc_depth=2",
+    "meta.enc_emb_dim=48",
+    "meta.enc_num_heads=3",
+    "meta.pred_depth=1",
+    "meta.pred_emb_dim=24",
+    "meta.use_bfloat16=false",
+    "logging.progress=false",
+)
+
 PRESETS: dict[str, Callable[[], Config]] = {"demo": _demo, "small-cpu": _small_cpu}
 
 

@@ -19,27 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from ijepa.recipes import TINY_OVERRIDES
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 TINY = [
-    "data.dataset=embedded:64",
-    "data.crop_size=16",
-    "mask.patch_size=4",
-    "mask.min_keep=2",
-    "meta.model_name=vit_tiny",
-    "meta.enc_depth=2",
-    "meta.enc_emb_dim=48",
-    "meta.enc_num_heads=3",
-    "meta.pred_depth=1",
-    "meta.pred_emb_dim=24",
-    "meta.use_bfloat16=false",
+    *TINY_OVERRIDES,
     "meta.deterministic=true",
     "optimization.epochs=2",
     "optimization.warmup=1",
     "logging.log_every=1",
-    "logging.progress=false",
 ]
 
 

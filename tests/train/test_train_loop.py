@@ -10,29 +10,19 @@ from PIL import Image
 
 from ijepa.cli import main as cli_main
 from ijepa.config import Config, apply_overrides, load_config
+from ijepa.recipes import TINY_OVERRIDES
 from ijepa.train import checkpoint as ckpt
 from ijepa.train.loop import TrainingDiverged, train
 
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = [
-    "data.dataset=embedded:64",
-    "data.crop_size=16",
+    *TINY_OVERRIDES,
     "data.batch_size=8",
-    "mask.patch_size=4",
-    "mask.min_keep=2",
-    "meta.model_name=vit_tiny",
-    "meta.enc_depth=2",
-    "meta.enc_emb_dim=48",
-    "meta.enc_num_heads=3",
-    "meta.pred_depth=1",
-    "meta.pred_emb_dim=24",
-    "meta.use_bfloat16=false",
     "meta.deterministic=true",
     "optimization.epochs=2",
     "optimization.warmup=1",
     "logging.log_every=1",
-    "logging.progress=false",
 ]
 
 

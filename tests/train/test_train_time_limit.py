@@ -10,25 +10,15 @@ import time
 import pytest
 
 from ijepa.config import Config, ConfigError, apply_overrides, validate
+from ijepa.recipes import TINY_OVERRIDES
 from ijepa.train import checkpoint as ckpt
 from ijepa.train.loop import train
 
 TINY = [
-    "data.dataset=embedded:64",
-    "data.crop_size=16",
+    *TINY_OVERRIDES,
     "data.batch_size=8",
-    "mask.patch_size=4",
-    "mask.min_keep=2",
-    "meta.model_name=vit_tiny",
-    "meta.enc_depth=2",
-    "meta.enc_emb_dim=48",
-    "meta.enc_num_heads=3",
-    "meta.pred_depth=1",
-    "meta.pred_emb_dim=24",
-    "meta.use_bfloat16=false",
     "optimization.warmup=0.5",
     "logging.log_every=5",
-    "logging.progress=false",
 ]
 STEPS_PER_EPOCH = 8  # 64 images / batch 8
 

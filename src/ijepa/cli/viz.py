@@ -298,8 +298,9 @@ def run_curves(args: argparse.Namespace) -> int:
 def run_predictor(args: argparse.Namespace) -> int:
     """Handler of ``ijepa viz predictor``."""
     from ijepa.masks import make_generator
+    from ijepa.train.build import build_mask_generator
     from ijepa.viz.predictor_decoder import decode_predictions, save_predictor_figure, train_decoder
-    from ijepa.viz.runs import mask_generator, run_dataset_spec, sample_images
+    from ijepa.viz.runs import run_dataset_spec, sample_images
 
     try:
         run, _, samples = _load(args, args.num_images)
@@ -310,7 +311,7 @@ def run_predictor(args: argparse.Namespace) -> int:
         fit = train_decoder(
             run.models.target_encoder, train.images, steps=args.steps, seed=args.seed
         )
-        gen = mask_generator(run.config, (size // p, size // p))
+        gen = build_mask_generator(run.config, (size // p, size // p))
         masks_enc, masks_pred = gen(samples.images.shape[0], make_generator(args.seed, 0))
         m = run.models
         pics = decode_predictions(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ijepa.config import Config
+from ijepa.masks import MultiBlockMaskGenerator
 from ijepa.models import VisionTransformer, VisionTransformerPredictor, vit_encoder
 from ijepa.models.attention import check_attn_impl
 from ijepa.train.step import JEPAModels
@@ -68,3 +70,34 @@ def build_models(
     for p in target.parameters():
         p.requires_grad_(False)
     return JEPAModels(encoder=encoder, predictor=predictor, target_encoder=target)
+
+
+def build_mask_generator(
+    cfg: Config | None, grid: tuple[int, int] | None = None, mode: str | None = None
+) -> MultiBlockMaskGenerator:
+    """The multi-block mask sampler a config describes (its ``mask`` section).
+
+    Args:
+        cfg: the run config; ``None`` gives the defaults.
+        grid: patch grid ``(Hp, Wp)``; default ``crop_size // patch_size`` on both sides.
+        mode: override ``mask.mode`` (``"default"`` or ``"official"``); ``per_image_size``
+            applies to the default mode only.
+    """
+    cfg = cfg or Config()
+    m = cfg.mask
+    if grid is None:
+        side = cfg.data.crop_size // m.patch_size
+        grid = (side, side)
+    mode = mode or m.mode
+    return MultiBlockMaskGenerator(
+        input_size=grid,
+        enc_mask_scale=m.enc_mask_scale,
+        pred_mask_scale=m.pred_mask_scale,
+        aspect_ratio=m.aspect_ratio,
+        nenc=m.num_enc_masks,
+        npred=m.num_pred_masks,
+        min_keep=m.min_keep,
+        allow_overlap=m.allow_overlap,
+        mode=mode,
+        per_image_size=m.per_image_size if mode == "default" else False,
+    )

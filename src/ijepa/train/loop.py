@@ -35,7 +35,6 @@ from ijepa.data import (
 )
 from ijepa.diagnostics import CollapseMonitor, probe_rank
 from ijepa.dist import DistContext, DistInfo, dist_info_from_env, is_comm_error, resolve_device
-from ijepa.masks import MultiBlockMaskGenerator
 from ijepa.train import checkpoint as ckpt
 from ijepa.train.batches import (
     DataLoaderError,
@@ -45,7 +44,7 @@ from ijepa.train.batches import (
     rank_slice,
     seeded_generator,
 )
-from ijepa.train.build import build_models, model_args_from_config
+from ijepa.train.build import build_mask_generator, build_models, model_args_from_config
 from ijepa.train.optim import build_optimizer, param_groups
 from ijepa.train.parallel import (
     PARALLEL_MODES,
@@ -185,23 +184,6 @@ def _make_batches(cfg: Config, dist: DistInfo) -> tuple[Any, int]:
         world_size=dist.world_size,
     )
     return batches, int(data.images.shape[1])
-
-
-def _mask_generator(cfg: Config) -> MultiBlockMaskGenerator:
-    m = cfg.mask
-    grid = cfg.data.crop_size // m.patch_size
-    return MultiBlockMaskGenerator(
-        input_size=(grid, grid),
-        enc_mask_scale=m.enc_mask_scale,
-        pred_mask_scale=m.pred_mask_scale,
-        aspect_ratio=m.aspect_ratio,
-        nenc=m.num_enc_masks,
-        npred=m.num_pred_masks,
-        min_keep=m.min_keep,
-        allow_overlap=m.allow_overlap,
-        mode=m.mode,
-        per_image_size=m.per_image_size,
-    )
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -570,7 +552,7 @@ def _train(
     end_step = sched.total_steps if o.max_steps is None else min(sched.total_steps, o.max_steps)
     deadline = None if o.time_limit_min is None else started + 60.0 * o.time_limit_min
     timed_out = False
-    mask_gen = _mask_generator(cfg)
+    mask_gen = build_mask_generator(cfg)
     bf16 = cfg.meta.use_bfloat16
     skip = o.nan_policy == "skip"
     step_models = pm.step_models

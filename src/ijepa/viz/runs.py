@@ -17,6 +17,7 @@ import torch
 from ijepa.config import Config, config_from_dict, dataset_spec, load_config
 from ijepa.masks import MaskSamplingError, MultiBlockMaskGenerator
 from ijepa.train import checkpoint as ckpt
+from ijepa.train.build import build_mask_generator
 from ijepa.train.step import JEPAModels
 
 __all__ = [
@@ -24,7 +25,6 @@ __all__ = [
     "SampleImages",
     "find_checkpoint",
     "load_run",
-    "mask_generator",
     "mask_generators",
     "read_run_config",
     "run_dataset_spec",
@@ -119,31 +119,6 @@ def load_run(path: str | Path) -> LoadedRun:
     )
 
 
-def mask_generator(
-    cfg: Config | None, grid: tuple[int, int], mode: str | None = None
-) -> MultiBlockMaskGenerator:
-    """The run's mask sampler on ``grid`` (defaults when there is no config).
-
-    Args:
-        cfg: the run config (its ``mask`` section is used).
-        grid: patch grid ``(Hp, Wp)``.
-        mode: override ``mask.mode`` (``"default"`` or ``"official"``).
-    """
-    m = (cfg or Config()).mask
-    return MultiBlockMaskGenerator(
-        input_size=grid,
-        enc_mask_scale=m.enc_mask_scale,
-        pred_mask_scale=m.pred_mask_scale,
-        aspect_ratio=m.aspect_ratio,
-        nenc=m.num_enc_masks,
-        npred=m.num_pred_masks,
-        min_keep=m.min_keep,
-        allow_overlap=m.allow_overlap,
-        mode=mode or m.mode,
-        per_image_size=m.per_image_size if (mode or m.mode) == "default" else False,
-    )
-
-
 def mask_generators(
     cfg: Config | None, grid: tuple[int, int], modes: tuple[str, ...] = ("default", "official")
 ) -> dict[str, MultiBlockMaskGenerator]:
@@ -156,13 +131,13 @@ def mask_generators(
     out: dict[str, MultiBlockMaskGenerator] = {}
     for mode in modes:
         try:
-            out[mode] = mask_generator(cfg, grid, mode)
+            out[mode] = build_mask_generator(cfg, grid, mode)
         except MaskSamplingError as err:
             if mode == own:
                 raise
             logger.info("mask mode %r left out of the comparison: %s", mode, err)
     if not out:
-        out[own] = mask_generator(cfg, grid, own)
+        out[own] = build_mask_generator(cfg, grid, own)
     return out
 
 
