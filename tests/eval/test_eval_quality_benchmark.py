@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ijepa.data import ImageSet
-from ijepa.train.schedules import build_schedules
+from ijepa.train.build import schedules_for
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "quality.py"
@@ -43,18 +43,7 @@ def test_budget_config_spans_exactly_the_planned_steps(tmp_path, steps, ipe):
     warm_frac = cfg.optimization.warmup / cfg.optimization.epochs
     out = quality.budget_config(cfg, steps, ipe, folder=tmp_path, limit_min=2.5)
     o = out.optimization
-    sched = build_schedules(
-        iterations_per_epoch=ipe,
-        epochs=o.epochs,
-        ipe_scale=o.ipe_scale,
-        warmup_epochs=o.warmup,
-        start_lr=o.start_lr,
-        lr=o.lr,
-        final_lr=o.final_lr,
-        weight_decay=o.weight_decay,
-        final_weight_decay=o.final_weight_decay,
-        ema=o.ema,
-    )
+    sched = schedules_for(out, ipe)  # the loop's own schedules
     assert sched.total_steps == steps
     assert sched.warmup_steps == round(warm_frac * steps)  # the preset's warm-up fraction
     assert o.time_limit_min == 2.5 and o.max_steps is None

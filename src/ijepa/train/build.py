@@ -9,6 +9,7 @@ from ijepa.config import Config
 from ijepa.masks import MultiBlockMaskGenerator
 from ijepa.models import VisionTransformer, VisionTransformerPredictor, vit_encoder
 from ijepa.models.attention import check_attn_impl
+from ijepa.train.schedules import Schedules, build_schedules
 from ijepa.train.step import JEPAModels
 
 
@@ -100,4 +101,21 @@ def build_mask_generator(
         allow_overlap=m.allow_overlap,
         mode=mode,
         per_image_size=m.per_image_size if mode == "default" else False,
+    )
+
+
+def schedules_for(cfg: Config, iterations_per_epoch: int) -> Schedules:
+    """The LR, weight-decay and EMA schedules of a config's ``optimization`` section."""
+    o = cfg.optimization
+    return build_schedules(
+        iterations_per_epoch=iterations_per_epoch,
+        epochs=o.epochs,
+        ipe_scale=o.ipe_scale,
+        warmup_epochs=o.warmup,
+        start_lr=o.start_lr,
+        lr=o.lr,
+        final_lr=o.final_lr,
+        weight_decay=o.weight_decay,
+        final_weight_decay=o.final_weight_decay,
+        ema=o.ema,
     )

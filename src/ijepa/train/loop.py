@@ -44,7 +44,12 @@ from ijepa.train.batches import (
     rank_slice,
     seeded_generator,
 )
-from ijepa.train.build import build_mask_generator, build_models, model_args_from_config
+from ijepa.train.build import (
+    build_mask_generator,
+    build_models,
+    model_args_from_config,
+    schedules_for,
+)
 from ijepa.train.optim import build_optimizer, param_groups
 from ijepa.train.parallel import (
     PARALLEL_MODES,
@@ -52,7 +57,7 @@ from ijepa.train.parallel import (
     optimizer_state_to_names,
     wrap_models,
 )
-from ijepa.train.schedules import Schedules, build_schedules
+from ijepa.train.schedules import Schedules
 from ijepa.train.step import JEPAModels, train_step
 
 logger = logging.getLogger(__name__)
@@ -478,18 +483,7 @@ def _train(
     probe_images: torch.Tensor | None = None
     ipe = batches.iterations_per_epoch
     o = cfg.optimization
-    sched: Schedules = build_schedules(
-        iterations_per_epoch=ipe,
-        epochs=o.epochs,
-        ipe_scale=o.ipe_scale,
-        warmup_epochs=o.warmup,
-        start_lr=o.start_lr,
-        lr=o.lr,
-        final_lr=o.final_lr,
-        weight_decay=o.weight_decay,
-        final_weight_decay=o.final_weight_decay,
-        ema=o.ema,
-    )
+    sched: Schedules = schedules_for(cfg, ipe)
     model_args = model_args_from_config(cfg, in_chans)
     try:
         models = build_models(
