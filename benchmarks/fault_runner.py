@@ -44,6 +44,9 @@ TINY = [
 PRELOAD = [
     "__main__",
     "torch",
+    # torch.save imports this lazily: a child that dropped to `nobody` cannot read a virtualenv
+    # under a 0700 folder (e.g. a clone in `mktemp -d`), so it must be loaded before the drop
+    "torch.utils.serialization",
     "ijepa.cli",
     "ijepa.cli.train",
     "ijepa.train.loop",
