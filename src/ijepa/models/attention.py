@@ -15,8 +15,23 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-__all__ = ["ATTN_IMPLS", "Attention", "AttnImpl", "select_attn_impl"]
+__all__ = ["ATTN_IMPLS", "CUDA_SDPA_BACKENDS", "Attention", "AttnImpl", "select_attn_impl"]
+
+#: SDPA backends allowed on CUDA: all but cuDNN's. I-JEPA's context and target masks change size
+#: from step to step, and cuDNN's attention builds a new execution plan for every new sequence
+#: length (hundreds of ms each, a known cuDNN/PyTorch behaviour). Measured on an H100 (torch
+#: 2.11+cu130, ``benchmarks/throughput.py --device cuda --workload W-S --masks official``, batch 8,
+#: before this restriction): bf16 ran at 23.3 img/s against 254.7 img/s in fp32 (which cuDNN's
+#: kernel does not take), with 0.48 against 0.16 s of CPU time per step. Flash and
+#: memory-efficient attention need no per-shape plan. ``benchmarks/attention_cuda.py`` times each
+#: backend at changing lengths; the restriction itself was not re-measured on a GPU yet.
+CUDA_SDPA_BACKENDS: tuple[SDPBackend, ...] = (
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+)
 
 AttnImpl = Literal["sdpa", "plain", "auto"]
 ATTN_IMPLS: tuple[str, ...] = ("sdpa", "plain", "auto")
@@ -110,7 +125,10 @@ class Attention(nn.Module):
         impl = self.attn_impl
         if impl == "auto":
             impl = select_attn_impl(q.device.type, q.dtype)
-        if impl == "sdpa":
+        if impl == "sdpa" and q.is_cuda:
+            with sdpa_kernel(list(CUDA_SDPA_BACKENDS)):
+                out = F.scaled_dot_product_attention(q, k, v)
+        elif impl == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v)
         else:
             weights = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, Nq, N)

@@ -189,7 +189,11 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     """Restore what :func:`rng_state` saved."""
+    # RNG states are CPU byte tensors; a checkpoint loaded with ``map_location="cuda"`` holds
+    # them on the GPU, where ``torch.set_rng_state`` rejects them.
     if "torch" in state:
-        torch.set_rng_state(state["torch"])
+        torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # one state per GPU of the saving machine; a machine with fewer GPUs restores the first ones
+        cuda_states = list(state["cuda"])[: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
