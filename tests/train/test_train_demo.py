@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ijepa.cli import main as cli_main
 from ijepa.recipes import preset
 
@@ -16,6 +18,8 @@ def test_demo_prints_the_comparison_and_saves_it(tmp_path, capsys):
             "--out",
             str(out),
             "--no-report",
+            "--procs",
+            "1",
             "data.dataset=embedded:256",
             "optimization.epochs=1",
             "logging.progress=false",
@@ -36,5 +40,41 @@ def test_demo_prints_the_comparison_and_saves_it(tmp_path, capsys):
 
 def test_demo_preset_is_the_measured_recipe():
     cfg = preset("demo")
-    assert cfg.data.dataset == "embedded" and cfg.meta.patch_init_std == 0.08
+    assert cfg.data.dataset == "embedded" and cfg.meta.patch_init_std == 0.2
+    assert cfg.meta.pred_emb_dim == cfg.meta.enc_emb_dim == 96 and cfg.meta.pred_depth == 2
     assert cfg.optimization.ema[0] == 0.99 and cfg.mask.patch_size == 4
+    small = preset("small-cpu")  # keeps the recipe of its 30-minute quality measurement
+    assert small.meta.patch_init_std == 0.08 and small.meta.pred_emb_dim == 48
+
+
+@pytest.mark.distributed
+def test_demo_in_two_processes(tmp_path, capsys):
+    """``--procs 2``: two 1-thread ranks share the global batch; the parent evaluates."""
+    out = tmp_path / "demo2"
+    code = cli_main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--no-report",
+            "--procs",
+            "2",
+            "data.dataset=embedded:256",
+            "optimization.epochs=1",
+            "logging.progress=false",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # 256 images / global batch 64 = 4 steps, as in one process
+    assert summary["steps"] == 4 and summary["train_processes"] == 2
+    assert 0.0 <= summary["knn_trained"] <= 1.0 and 0.0 <= summary["linear_trained"] <= 1.0
+    assert (out / "jepa-latest.pth.tar").is_file()
+    assert "batch_size: 32" in (out / "launch_config.yaml").read_text()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_demo_rejects_bad_procs(tmp_path, value, capsys):
+    with pytest.raises(SystemExit) as err:
+        cli_main(["demo", "--out", str(tmp_path / "x"), "--procs", value])
+    assert "--procs must be a positive integer or auto" in str(err.value)

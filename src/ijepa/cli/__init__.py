@@ -29,6 +29,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ijepa.masks import MaskSamplingError
     from ijepa.train.batches import DataLoaderError
     from ijepa.train.checkpoint import CheckpointError
+    from ijepa.train.local_launch import LaunchError
     from ijepa.train.loop import TrainingDiverged
 
     return (
@@ -39,6 +40,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         MaskSamplingError,
         TrainingDiverged,
         DistributedError,
+        LaunchError,
         FileNotFoundError,
         ValueError,
     )
