@@ -36,6 +36,7 @@ def test_demo_prints_the_comparison_and_saves_it(tmp_path, capsys):
     saved = json.loads((out / "demo_results.json").read_text())
     assert saved["knn_trained"] == summary["knn_trained"]
     assert (out / "jepa-latest.pth.tar").is_file()
+    assert "time_limit_min: 6.5" in (out / "config.yaml").read_text()  # --max-minutes default
 
 
 def test_demo_preset_is_the_measured_recipe():
@@ -78,3 +79,9 @@ def test_demo_rejects_bad_procs(tmp_path, value, capsys):
     with pytest.raises(SystemExit) as err:
         cli_main(["demo", "--out", str(tmp_path / "x"), "--procs", value])
     assert "--procs must be a positive integer or auto" in str(err.value)
+
+
+def test_demo_rejects_negative_max_minutes(tmp_path):
+    with pytest.raises(SystemExit) as err:
+        cli_main(["demo", "--out", str(tmp_path / "x"), "--max-minutes", "-1"])
+    assert "--max-minutes must be >= 0" in str(err.value)
