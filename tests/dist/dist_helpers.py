@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from ijepa.recipes import TINY_OVERRIDES
+from ijepa.train.local_launch import free_port
+from ijepa.train.local_launch import rank_env as local_rank_env
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -33,25 +35,11 @@ TINY = [
 ]
 
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
-    """The environment of one rank, as torchrun would set it (one thread per rank)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC"))}
-    env.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")]),
-    )
+    """The environment of one rank, as torchrun would set it (one thread per rank), with the
+    repository's ``src`` on ``PYTHONPATH``."""
+    env = local_rank_env(rank, world, port, threads=1)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
     return env
 
 

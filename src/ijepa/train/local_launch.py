@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ijepa.config import Config, config_from_dict, save_config, validate
 
-__all__ = ["LaunchError", "launch_local", "split_batch"]
+__all__ = ["LaunchError", "free_port", "launch_local", "rank_env", "split_batch"]
 
 
 class LaunchError(RuntimeError):
@@ -43,19 +43,25 @@ def split_batch(batch_size: int, procs: int) -> int:
     return batch_size // procs
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A local TCP port that was free a moment ago (for the ranks' rendezvous)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _rank_env(rank: int, procs: int, port: int, threads: int) -> dict[str, str]:
+def rank_env(rank: int, world: int, port: int, threads: int = 1) -> dict[str, str]:
+    """This process's environment as ``torchrun`` would give rank ``rank`` of ``world`` locally.
+
+    SLURM and torchelastic variables are dropped so that :func:`ijepa.dist.dist_info_from_env`
+    reads these; ``OMP_NUM_THREADS`` is ``threads``.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC"))}
     env.update(
         RANK=str(rank),
-        WORLD_SIZE=str(procs),
+        WORLD_SIZE=str(world),
         LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE=str(procs),
+        LOCAL_WORLD_SIZE=str(world),
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
         OMP_NUM_THREADS=str(threads),
@@ -93,12 +99,12 @@ def launch_local(cfg: Config, procs: int, *, threads: int = 1, poll_s: float = 0
     rank_cfg = config_from_dict(cfg.to_dict())
     rank_cfg.data.batch_size = per_rank
     save_config(rank_cfg, frozen)
-    port = _free_port()
+    port = free_port()
     ranks = []
     for rank in range(procs):
         cmd = [sys.executable, "-m", "ijepa", *(["-q"] if rank else []), "train"]
         cmd += ["--config", str(frozen)]
-        ranks.append(subprocess.Popen(cmd, env=_rank_env(rank, procs, port, threads)))
+        ranks.append(subprocess.Popen(cmd, env=rank_env(rank, procs, port, threads)))
     try:
         while True:
             codes = [p.poll() for p in ranks]

@@ -1,0 +1,120 @@
+"""The demo's trained-vs-random-init gain over several seeds (is the recipe reliable, or lucky?).
+
+Runs ``ijepa demo`` once per seed (``meta.seed``; it changes the init, the data order and the
+masks), each in its own 1-thread process, ``--parallel`` at a time, without the time limit and the
+report, then prints one JSON line per seed and a table of trained minus random-init points.
+
+    python benchmarks/demo_seeds.py                          # seeds 0,1,2, two at a time
+    python benchmarks/demo_seeds.py --seeds 0-4 --parallel 4 --set meta.pred_depth=4
+    python benchmarks/demo_seeds.py --set meta.device=cuda --parallel 12 --seeds 0-11   # on a GPU
+
+One process per seed with one thread gives the same result as ``ijepa demo --procs 2`` up to float
+rounding (the ranks split the same global batch). The last stdout line is one JSON object with
+every seed's figures and the smallest gains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` (inclusive) or a mix: ``"0-2,7"``."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part[1:]:
+            lo, hi = part.split("-", 1)
+            seeds.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            seeds.append(int(part))
+    if not seeds:
+        raise ValueError(f"no seeds in {text!r}")
+    return seeds
+
+
+def demo_cmd(seed: int, out: Path, overrides: list[str]) -> list[str]:
+    """The ``ijepa demo`` command line of one seed."""
+    return [
+        sys.executable, "-m", "ijepa", "-q", "demo", "--procs", "1", "--no-report",
+        "--max-minutes", "0", "--out", str(out), f"meta.seed={seed}",
+        "logging.progress=false", *overrides,
+    ]  # fmt: skip
+
+
+def run_all(seeds: list[int], overrides: list[str], parallel: int, root: Path) -> list[dict]:
+    """Run the seeds, ``parallel`` at a time; the demo's JSON summary of each, in seed order."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    pending = list(seeds)
+    running: dict[int, tuple[subprocess.Popen, Any]] = {}
+    results: dict[int, dict] = {}
+    while pending or running:
+        while pending and len(running) < parallel:
+            seed = pending.pop(0)
+            log = open(root / f"seed{seed}.log", "w")  # noqa: SIM115
+            cmd = demo_cmd(seed, root / f"seed{seed}", overrides)
+            running[seed] = (
+                subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
+                log,
+            )
+        for seed, (proc, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[seed]
+            text = (root / f"seed{seed}.log").read_text()
+            if proc.returncode != 0:
+                raise SystemExit(f"seed {seed} failed (exit {proc.returncode}):\n{text[-2000:]}")
+            summary = json.loads(text.strip().splitlines()[-1])
+            summary["seed"] = seed
+            results[seed] = summary
+            print(json.dumps(summary), flush=True)
+        time.sleep(1)
+    return [results[s] for s in seeds]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seeds", default="0,1,2", help="e.g. 0,1,2 or 0-4")
+    ap.add_argument("--parallel", type=int, default=2, help="seeds run at a time (1 thread each)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    ap.add_argument("--out", help="folder for the runs (default: a new temporary folder)")
+    args = ap.parse_args()
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as err:
+        raise SystemExit(f"demo_seeds.py: --seeds: {err}") from None
+    if args.parallel < 1:
+        raise SystemExit("demo_seeds.py: --parallel must be >= 1")
+    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="ijepa-demo-seeds-"))
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows = run_all(seeds, args.set, args.parallel, root)
+    print(f"{'seed':>4} {'steps':>6} {'kNN tr':>7} {'rand':>6} {'gain':>6} "
+          f"{'lin tr':>7} {'rand':>6} {'gain':>6} {'min':>5}")  # fmt: skip
+    for r in rows:
+        dk = 100 * (r["knn_trained"] - r["knn_random"])
+        dl = 100 * (r["linear_trained"] - r["linear_random"])
+        print(f"{r['seed']:>4} {r['steps']:>6} {r['knn_trained']:>7.3f} {r['knn_random']:>6.3f} "
+              f"{dk:>+6.1f} {r['linear_trained']:>7.3f} {r['linear_random']:>6.3f} {dl:>+6.1f} "
+              f"{r['minutes']:>5.1f}")  # fmt: skip
+    gains_knn = [100 * (r["knn_trained"] - r["knn_random"]) for r in rows]
+    gains_lin = [100 * (r["linear_trained"] - r["linear_random"]) for r in rows]
+    print(json.dumps({
+        "seeds": seeds, "overrides": args.set, "runs": rows,
+        "min_knn_gain_points": round(min(gains_knn), 2),
+        "min_linear_gain_points": round(min(gains_lin), 2),
+        "minutes": round((time.perf_counter() - t0) / 60, 2), "out": str(root),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
