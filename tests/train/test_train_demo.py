@@ -10,21 +10,16 @@ from ijepa.cli import main as cli_main
 from ijepa.recipes import preset
 
 
+def _tiny_demo(out, procs: int) -> int:
+    """``ijepa demo`` on 256 embedded images, one epoch (4 steps of the global batch 64)."""
+    args = ["demo", "--out", str(out), "--no-report", "--procs", str(procs)]
+    return cli_main([*args, "data.dataset=embedded:256", "optimization.epochs=1",
+                     "logging.progress=false"])  # fmt: skip
+
+
 def test_demo_prints_the_comparison_and_saves_it(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = cli_main(
-        [
-            "demo",
-            "--out",
-            str(out),
-            "--no-report",
-            "--procs",
-            "1",
-            "data.dataset=embedded:256",
-            "optimization.epochs=1",
-            "logging.progress=false",
-        ]
-    )
+    code = _tiny_demo(out, procs=1)
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert "random init" in "\n".join(lines)
@@ -52,19 +47,7 @@ def test_demo_preset_is_the_measured_recipe():
 def test_demo_in_two_processes(tmp_path, capsys):
     """``--procs 2``: two 1-thread ranks share the global batch; the parent evaluates."""
     out = tmp_path / "demo2"
-    code = cli_main(
-        [
-            "demo",
-            "--out",
-            str(out),
-            "--no-report",
-            "--procs",
-            "2",
-            "data.dataset=embedded:256",
-            "optimization.epochs=1",
-            "logging.progress=false",
-        ]
-    )
+    code = _tiny_demo(out, procs=2)
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # 256 images / global batch 64 = 4 steps, as in one process
