@@ -49,6 +49,8 @@ PRELOAD = [
     "torch.utils.serialization",
     "ijepa.cli",
     "ijepa.cli.train",
+    # `ijepa.cli.user_errors()` imports the error types lazily, when an error is being reported
+    "ijepa.train.local_launch",
     "ijepa.train.loop",
     "ijepa.data",
     "hostile_inputs",
