@@ -36,8 +36,9 @@ def _demo() -> Config:
     #   predictor 96x4, patch init 0.2 (seeds 0-4):        +17/+35, +31/+46, +25/+41, +19/+35, +25/+45
     # (48x4, 48x6, EMA 0.996/0.999, LR 3e-4, warmup 2 epochs, batch 128, L2 loss and weight decay 0
     # were no better than the old preset.) On this CPU the 96x4 predictor doubled the step time
-    # (`ijepa demo` 10.6 min); 96x2 with patch init 0.2, measured on this CPU (1560 steps, seed 0,
-    # as `ijepa demo --procs 2`): kNN 0.615 / linear 0.825 against 0.397 / 0.369, 6.4 min.
+    # (`ijepa demo` 10.6 min); 96x2 with patch init 0.2, measured on this CPU (1560 steps):
+    # seed 0 (`ijepa demo --procs 2`, 6.4 min) +21.9/+45.6, seeds 1-4
+    # (`benchmarks/demo_seeds.py --seeds 1-4`) +17.3/+41.2, +23.9/+51.3, +17.3/+41.3, +25.6/+46.8.
     cfg.meta.pred_depth = 2
     cfg.meta.pred_emb_dim = 96
     cfg.meta.patch_init_std = 0.2
