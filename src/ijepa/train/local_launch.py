@@ -1,9 +1,9 @@
 """Train with several processes on one machine (data parallel over CPU cores), like ``torchrun``.
 
 On a small CPU, the tiny models of the demo make matrices too small for intra-op threads to pay:
-measured on the 2-core dev machine (AMD EPYC, AVX2, torch 2.14.1), the demo model trained at
-~170 img/s in one process with 2 threads, and at ~123 img/s in *each* of two 1-thread processes
-running side by side (~246 img/s together). :func:`launch_local` runs ``procs`` ranks of
+measured on the 2-core dev machine (AMD EPYC, AVX2, torch 2.14.1), the demo's ViT with a 96x4
+predictor trained at ~170 img/s in one process with 2 threads, and at ~123 img/s in *each* of two
+1-thread processes running side by side (~246 img/s together). :func:`launch_local` runs ``procs`` ranks of
 ``ijepa train`` with one thread each, joined by gloo (DDP): the same global batch, split over the
 ranks, and the same optimisation as one process (gradients are averaged).
 """
