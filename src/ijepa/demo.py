@@ -12,15 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ijepa.compat.arch import encoder_from_state, model_args_of
-from ijepa.compat.official import select_encoder
 from ijepa.config import Config, dataset_spec
 from ijepa.data import load_imageset
 from ijepa.evaluate import quick_probe
-from ijepa.train import checkpoint as ckpt
 from ijepa.train.build import build_encoder
 from ijepa.train.local_launch import launch_local
 from ijepa.train.loop import train
+from ijepa.viz.runs import load_run
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +29,8 @@ def _train(cfg: Config, procs: int) -> tuple[nn.Module, dict[str, Any], int, Any
         result = train(cfg)
         return result.models.target_encoder, result.model_args, result.step, result.run_dir
     run_dir = launch_local(cfg, procs, threads=max(1, (os.cpu_count() or 1) // procs))
-    path = ckpt.latest_path(run_dir)
-    state = ckpt.load_checkpoint(path)
-    model_args = model_args_of(state, str(path))
-    encoder = encoder_from_state(select_encoder(state, "target", str(path)), model_args, str(path))
-    return encoder, model_args, int(state["step"]), run_dir
+    run = load_run(run_dir)
+    return run.models.target_encoder, run.model_args, run.step, run_dir
 
 
 def run_demo(cfg: Config, *, procs: int = 1) -> dict[str, Any]:

@@ -89,8 +89,9 @@ def _demo_procs(value: str, cfg: Config) -> int:
 
     from ijepa.dist import resolve_device
 
+    on_cpu = resolve_device(cfg.meta.device).type == "cpu"
     if value == "auto":
-        if resolve_device(cfg.meta.device).type != "cpu":
+        if not on_cpu:
             return 1
         return 2 if (os.cpu_count() or 1) >= 2 and cfg.data.batch_size % 2 == 0 else 1
     try:
@@ -101,7 +102,7 @@ def _demo_procs(value: str, cfg: Config) -> int:
         ) from None
     if procs < 1:
         raise SystemExit(f"ijepa demo: --procs must be a positive integer or auto, got {value!r}")
-    if procs > 1 and resolve_device(cfg.meta.device).type != "cpu":
+    if procs > 1 and not on_cpu:
         raise SystemExit("ijepa demo: --procs above 1 is for CPU training (set meta.device=cpu)")
     return procs
 

@@ -32,6 +32,7 @@ CUDA_SDPA_BACKENDS: tuple[SDPBackend, ...] = (
     SDPBackend.EFFICIENT_ATTENTION,
     SDPBackend.MATH,
 )
+_CUDA_SDPA_LIST = list(CUDA_SDPA_BACKENDS)  # built once: sdpa_kernel takes a list
 
 AttnImpl = Literal["sdpa", "plain", "auto"]
 ATTN_IMPLS: tuple[str, ...] = ("sdpa", "plain", "auto")
@@ -126,7 +127,7 @@ class Attention(nn.Module):
         if impl == "auto":
             impl = select_attn_impl(q.device.type, q.dtype)
         if impl == "sdpa" and q.is_cuda:
-            with sdpa_kernel(list(CUDA_SDPA_BACKENDS)):
+            with sdpa_kernel(_CUDA_SDPA_LIST):
                 out = F.scaled_dot_product_attention(q, k, v)
         elif impl == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v)

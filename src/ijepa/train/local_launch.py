@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ijepa.config import Config, config_from_dict, save_config, validate
+from ijepa.config import Config, apply_overrides, save_config, validate
 
 __all__ = ["LaunchError", "free_port", "launch_local", "rank_env", "split_batch"]
 
@@ -96,9 +96,7 @@ def launch_local(cfg: Config, procs: int, *, threads: int = 1, poll_s: float = 0
     run_dir = Path(cfg.logging.folder)
     run_dir.mkdir(parents=True, exist_ok=True)
     frozen = run_dir / "launch_config.yaml"
-    rank_cfg = config_from_dict(cfg.to_dict())
-    rank_cfg.data.batch_size = per_rank
-    save_config(rank_cfg, frozen)
+    save_config(apply_overrides(cfg, [f"data.batch_size={per_rank}"]), frozen)
     port = free_port()
     ranks = []
     for rank in range(procs):
