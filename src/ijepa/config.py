@@ -132,6 +132,13 @@ class MetaConfig:
     activation_checkpointing: bool = False
     """Recompute each transformer block's forward in backward (less activation memory, one extra
     forward pass of the blocks per step)."""
+    regularizer: str = "none"
+    """Anti-collapse term added to the loss: ``none`` (the paper) or ``sigreg`` (LeJEPA's sketched
+    isotropic Gaussian regulariser of the context embeddings; see :mod:`ijepa.train.regularizers`)."""
+    reg_weight: float = 0.05
+    """Weight of the regulariser: ``loss = jepa_loss + reg_weight * regulariser``."""
+    reg_on: str = "pooled"
+    """What the regulariser sees: ``pooled`` (each image's mean context token) or ``tokens``."""
     dist_timeout_s: float = 600.0
     """Collective timeout in seconds: a hung rank ends the job after this long (plus up to 10 s
     to name the unresponsive ranks); a dead one is noticed at once."""
@@ -185,6 +192,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "optimization.loss": ("smooth_l1", "l2"),
     "optimization.nan_policy": ("stop", "skip"),
     "meta.parallel": ("ddp", "fsdp"),
+    "meta.regularizer": ("none", "sigreg"),
+    "meta.reg_on": ("pooled", "tokens"),
     "logging.checkpoint_failure": ("stop", "retry"),
     "meta.model_name": (
         "vit_tiny",
@@ -393,6 +402,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optimization.max_steps must be >= 1, got {o.max_steps}")
     if cfg.meta.patch_init_std is not None and not cfg.meta.patch_init_std > 0:
         raise ConfigError(f"meta.patch_init_std must be > 0, got {cfg.meta.patch_init_std}")
+    if not (cfg.meta.reg_weight >= 0 and math.isfinite(cfg.meta.reg_weight)):
+        raise ConfigError(
+            f"meta.reg_weight must be a finite number >= 0, got {cfg.meta.reg_weight}"
+        )
     if o.time_limit_min is not None and o.time_limit_min <= 0:
         raise ConfigError(f"optimization.time_limit_min must be > 0, got {o.time_limit_min}")
     for key in ("lr", "start_lr", "final_lr", "weight_decay", "final_weight_decay"):

@@ -9,6 +9,7 @@ from ijepa.config import Config
 from ijepa.masks import MultiBlockMaskGenerator
 from ijepa.models import VisionTransformer, VisionTransformerPredictor, vit_encoder
 from ijepa.models.attention import check_attn_impl
+from ijepa.train.regularizers import SIGReg
 from ijepa.train.schedules import Schedules, build_schedules
 from ijepa.train.step import JEPAModels
 
@@ -119,3 +120,12 @@ def schedules_for(cfg: Config, iterations_per_epoch: int) -> Schedules:
         final_weight_decay=o.final_weight_decay,
         ema=o.ema,
     )
+
+
+def build_regularizer(cfg: Config) -> SIGReg | None:
+    """The anti-collapse regulariser ``meta.regularizer`` names (None for ``none``)."""
+    if cfg.meta.regularizer == "none":
+        return None
+    if cfg.meta.regularizer == "sigreg":
+        return SIGReg(seed=cfg.meta.seed, on=cfg.meta.reg_on)
+    raise ValueError(f"unknown meta.regularizer {cfg.meta.regularizer!r}")

@@ -47,6 +47,7 @@ from ijepa.train.batches import (
 from ijepa.train.build import (
     build_mask_generator,
     build_models,
+    build_regularizer,
     model_args_from_config,
     schedules_for,
 )
@@ -547,6 +548,7 @@ def _train(
     deadline = None if o.time_limit_min is None else started + 60.0 * o.time_limit_min
     timed_out = False
     mask_gen = build_mask_generator(cfg)
+    regularizer = build_regularizer(cfg)
     bf16 = cfg.meta.use_bfloat16
     skip = o.nan_policy == "skip"
     step_models = pm.step_models
@@ -610,6 +612,9 @@ def _train(
                 loss_kind=o.loss,
                 bf16=bf16,
                 skip_nonfinite=skip,
+                regularizer=regularizer,
+                reg_weight=cfg.meta.reg_weight,
+                step=step,
             )
             imgs_since += images.shape[0] * ctx.world_size
             bar.update(1)

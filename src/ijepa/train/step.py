@@ -5,13 +5,16 @@ The order matters and is the paper's:
    affine parameters and the target-block tokens are gathered;
 2. the context encoder sees only the context tokens; the predictor predicts every target block
    in one batched pass;
-3. the loss (smooth-L1 or L2) is back-propagated through predictor and context encoder;
+3. the loss (smooth-L1 or L2, plus an optional anti-collapse regulariser of the context
+   embeddings, see :mod:`ijepa.train.regularizers`) is back-propagated through predictor and
+   context encoder;
 4. after the optimizer step the target encoder moves toward the context encoder by EMA.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,11 +36,20 @@ class JEPAModels:
 
 @dataclass
 class StepOutput:
-    """Device tensors (never synchronised here): the loss and the target-feature std."""
+    """Device tensors (never synchronised here): the loss and the target-feature std.
+
+    ``loss`` is what is back-propagated (prediction loss plus the weighted regulariser);
+    ``reg`` is the unweighted regulariser (zero without one).
+    """
 
     loss: torch.Tensor
     target_std: torch.Tensor
     skipped: bool = False
+    reg: torch.Tensor | None = None
+
+
+#: A regulariser of the context encoder's output ``(B, K, D)`` at a step: a scalar tensor.
+Regularizer = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def autocast_context(device_type: str, enabled: bool) -> contextlib.AbstractContextManager:
@@ -93,6 +105,9 @@ def forward_loss(
     *,
     loss_kind: str = "smooth_l1",
     bf16: bool = False,
+    regularizer: Regularizer | None = None,
+    reg_weight: float = 0.0,
+    step: int = 0,
 ) -> StepOutput:
     """Forward pass and loss (with gradients through encoder and predictor).
 
@@ -100,6 +115,8 @@ def forward_loss(
         images: (B, C, H, W) float.
         masks_enc: (nenc, B, Kc) context patch indices.
         masks_pred: (M, B, Kt) target patch indices.
+        regularizer: optional anti-collapse term of the context embeddings ``(nenc*B, Kc, D)``,
+            added with weight ``reg_weight``; ``step`` seeds its randomness.
     """
     device_type = images.device.type
     with autocast_context(device_type, bf16):
@@ -107,9 +124,12 @@ def forward_loss(
             models.target_encoder, images, masks_pred, nenc=masks_enc.shape[0]
         )
         z = models.encoder(images, masks_enc)  # (nenc * B, Kc, D)
-        z = models.predictor(z, masks_enc, masks_pred)  # (M * nenc * B, Kt, D)
-    loss = jepa_loss(z, targets, loss_kind)
-    return StepOutput(loss=loss, target_std=std)
+        pred = models.predictor(z, masks_enc, masks_pred)  # (M * nenc * B, Kt, D)
+    loss = jepa_loss(pred, targets, loss_kind)
+    if regularizer is None:
+        return StepOutput(loss=loss, target_std=std)
+    reg = regularizer(z, step)
+    return StepOutput(loss=loss + reg_weight * reg, target_std=std, reg=reg.detach())
 
 
 @torch.no_grad()
@@ -139,6 +159,9 @@ def train_step(
     loss_kind: str = "smooth_l1",
     bf16: bool = False,
     skip_nonfinite: bool = False,
+    regularizer: Regularizer | None = None,
+    reg_weight: float = 0.0,
+    step: int = 0,
 ) -> StepOutput:
     """One full optimisation step. Returns device tensors; nothing is synchronised.
 
@@ -146,7 +169,17 @@ def train_step(
     step is skipped: no backward, no update, no EMA; ``out.skipped`` is set.
     """
     set_lr_wd(optimizer, lr, wd)
-    out = forward_loss(models, images, masks_enc, masks_pred, loss_kind=loss_kind, bf16=bf16)
+    out = forward_loss(
+        models,
+        images,
+        masks_enc,
+        masks_pred,
+        loss_kind=loss_kind,
+        bf16=bf16,
+        regularizer=regularizer,
+        reg_weight=reg_weight,
+        step=step,
+    )
     if skip_nonfinite and not bool(torch.isfinite(out.loss)):
         # the only host sync in a step, and only under nan_policy=skip
         out.skipped = True

@@ -1,0 +1,128 @@
+"""Anti-collapse regularisers of the context embeddings (optional, ``meta.regularizer``).
+
+I-JEPA itself has no term that keeps the embeddings spread out: the EMA target and the narrow
+predictor are what usually prevent collapse, and on small images they often do not (see
+``docs/recipes.md``). This module offers one explicit regulariser:
+
+``sigreg``: SIGReg, the *sketched isotropic Gaussian regulariser* of LeJEPA (Balestriero and LeCun,
+2025, arXiv 2511.08544). The embeddings ``z`` (N samples of dimension D) are projected on S random
+unit directions (the "sketch", redrawn every step); each 1-D projection is compared with a
+standard normal by the Epps-Pulley statistic, a weighted L2 distance between characteristic
+functions::
+
+    EP(x) = N * integral over t of |phi_N(t) - exp(-t^2 / 2)|^2 * exp(-t^2 / 2) dt,
+    phi_N(t) = (1/N) sum_n exp(i t x_n).
+
+The integrand is even in t, so we integrate over ``[0, t_max]`` with the trapezoidal rule and
+double it; ``|phi_N - phi|^2 = (mean cos(t x) - exp(-t^2/2))^2 + (mean sin(t x))^2``. SIGReg is the
+mean of EP over the S directions: 0 for isotropic standard-normal embeddings, large for collapsed
+ones (every projection a point mass), and it is differentiable, so it can be added to the loss.
+LeJEPA's defaults, which we keep: t in [0, 3] on 17 points; we use 256 directions.
+
+What we regularise, and how it differs from LeJEPA: LeJEPA applies SIGReg to the projector outputs
+of every view, with no EMA teacher and no predictor. Here it is an *added* term of the I-JEPA loss,
+``loss = jepa_loss + reg_weight * sigreg(z)``, on the context encoder's output. ``z`` is either the
+average of each image's context tokens (``reg_on="pooled"``, N = batch) or every context token
+(``reg_on="tokens"``, N = batch x kept tokens). Under DDP every rank regularises its own slice of
+the batch (no extra collective).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["REGULARIZERS", "REG_ON", "SIGReg", "epps_pulley", "sigreg", "sketch_directions"]
+
+#: Values of ``meta.regularizer``.
+REGULARIZERS = ("none", "sigreg")
+#: Values of ``meta.reg_on``: what the regulariser sees.
+REG_ON = ("pooled", "tokens")
+
+
+def epps_pulley(x: torch.Tensor, *, t_max: float = 3.0, num_points: int = 17) -> torch.Tensor:
+    """Epps-Pulley normality statistic of each column of ``x`` against N(0, 1).
+
+    Args:
+        x: ``(N, S)``: N samples of S one-dimensional projections (float32 or float64).
+        t_max: upper end of the integration interval ``[0, t_max]``.
+        num_points: trapezoidal-rule points on that interval.
+
+    Returns:
+        ``(S,)``: ``N * integral |phi_N(t) - exp(-t^2/2)|^2 exp(-t^2/2) dt`` over the whole line.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"epps_pulley expects (N, S) projections, got shape {tuple(x.shape)}")
+    n = x.shape[0]
+    t = torch.linspace(0.0, t_max, num_points, device=x.device, dtype=x.dtype)  # (T,)
+    gauss = torch.exp(-0.5 * t * t)  # the N(0,1) characteristic function, also the weight
+    xt = x.unsqueeze(-1) * t  # (N, S, T)
+    re = torch.cos(xt).mean(dim=0) - gauss  # (S, T)
+    im = torch.sin(xt).mean(dim=0)
+    err = (re * re + im * im) * gauss
+    step = t_max / (num_points - 1)
+    trap = torch.full((num_points,), step, device=x.device, dtype=x.dtype)
+    trap[0] = trap[-1] = step / 2
+    return 2.0 * n * (err @ trap)  # x2: the integrand is even in t
+
+
+def sketch_directions(
+    dim: int, num_slices: int, *, seed: int, step: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``(dim, num_slices)`` random unit directions, a pure function of ``(seed, step)``."""
+    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63))
+    a = torch.randn(dim, num_slices, generator=g)
+    a = a / a.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    return a.to(device)
+
+
+def sigreg(
+    z: torch.Tensor, directions: torch.Tensor, *, t_max: float = 3.0, num_points: int = 17
+) -> torch.Tensor:
+    """SIGReg of embeddings ``z`` ``(N, D)`` along ``directions`` ``(D, S)``: a scalar.
+
+    Computed in float32 whatever ``z``'s dtype (bf16 cos/sin of large arguments are too coarse).
+    """
+    if z.ndim != 2 or z.shape[0] < 2:
+        raise ValueError(f"sigreg expects (N >= 2, D) embeddings, got shape {tuple(z.shape)}")
+    proj = z.float() @ directions.to(device=z.device, dtype=torch.float32)  # (N, S)
+    return epps_pulley(proj, t_max=t_max, num_points=num_points).mean()
+
+
+class SIGReg:
+    """SIGReg with its settings and the per-step sketch (see the module docstring).
+
+    Args:
+        num_slices: random directions per step.
+        seed: with the step, fixes the directions (the same on every rank and after a resume).
+        on: ``"pooled"`` (mean of each image's context tokens) or ``"tokens"`` (every token).
+        t_max, num_points: the Epps-Pulley integration grid.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_slices: int = 256,
+        seed: int = 0,
+        on: str = "pooled",
+        t_max: float = 3.0,
+        num_points: int = 17,
+    ) -> None:
+        if on not in REG_ON:
+            raise ValueError(f"SIGReg: on must be one of {REG_ON}, got {on!r}")
+        if num_slices < 1 or num_points < 2 or not (t_max > 0 and math.isfinite(t_max)):
+            raise ValueError("SIGReg: need num_slices >= 1, num_points >= 2 and t_max > 0")
+        self.num_slices = num_slices
+        self.seed = seed
+        self.on = on
+        self.t_max = t_max
+        self.num_points = num_points
+
+    def __call__(self, z: torch.Tensor, step: int) -> torch.Tensor:
+        """The regulariser of context-encoder output ``z`` ``(B, K, D)`` at ``step``: a scalar."""
+        emb = z.mean(dim=1) if self.on == "pooled" else z.flatten(0, 1)
+        dirs = sketch_directions(
+            z.shape[-1], self.num_slices, seed=self.seed, step=step, device=z.device
+        )
+        return sigreg(emb, dirs, t_max=self.t_max, num_points=self.num_points)
