@@ -1,19 +1,38 @@
 """Mask sampling for I-JEPA: pure, seeded, returns patch indices; depends only on torch.
 
-``MultiBlockMaskGenerator`` samples context and target blocks, ``make_generator`` seeds it from
-``(seed, step, rank)``, and ``MaskCollator`` wraps both as a DataLoader ``collate_fn``.
+``MultiBlockMaskGenerator`` samples context and target blocks (the paper's strategy); the
+ablation strategies ``random``, ``block`` and ``raster`` live in :mod:`ijepa.masks.strategies`
+and ``make_mask_sampler`` builds any of them by name. ``make_generator`` seeds a sampler from
+``(seed, step, rank)``, and ``MaskCollator`` wraps both as a DataLoader ``collate_fn``. Masks are
+subsampled to one length per batch, or padded with ``PAD`` (-1) when asked to keep every patch.
 """
 
 from ijepa.masks.collator import MaskCollator
 from ijepa.masks.multiblock import MultiBlockMaskGenerator
+from ijepa.masks.pack import PAD
 from ijepa.masks.rng import make_generator, mix_seed
 from ijepa.masks.settings import MaskSamplingError, MaskStats
+from ijepa.masks.strategies import (
+    STRATEGIES,
+    BlockMaskGenerator,
+    MaskSampler,
+    RandomMaskGenerator,
+    RasterMaskGenerator,
+    make_mask_sampler,
+)
 
 __all__ = [
+    "PAD",
+    "STRATEGIES",
+    "BlockMaskGenerator",
     "MaskCollator",
+    "MaskSampler",
     "MaskSamplingError",
     "MaskStats",
     "MultiBlockMaskGenerator",
+    "RandomMaskGenerator",
+    "RasterMaskGenerator",
     "make_generator",
+    "make_mask_sampler",
     "mix_seed",
 ]

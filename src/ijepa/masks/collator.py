@@ -1,4 +1,4 @@
-"""DataLoader ``collate_fn`` that collates samples and attaches multi-block masks.
+"""DataLoader ``collate_fn`` that collates samples and attaches masks (any strategy).
 
 Each batch's masks come from ``make_generator(seed, step, rank)``, and ``step`` advances by one per
 batch, so the masks are a pure function of ``(seed, step, rank)``; ``state_dict`` /
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate, get_worker_info
 
-from ijepa.masks.multiblock import MultiBlockMaskGenerator
 from ijepa.masks.rng import make_generator
+from ijepa.masks.strategies import MaskSampler
 
 __all__ = ["MaskCollator"]
 
@@ -54,15 +54,13 @@ class MaskCollator:
     """Collate a list of samples and sample the batch's masks.
 
     Args:
-        generator: The mask sampler.
+        generator: The mask sampler (any strategy, see :func:`ijepa.masks.make_mask_sampler`).
         seed: Run seed mixed into every step's generator.
         rank: Data-parallel rank mixed into every step's generator.
         step: First step to use (default 0).
     """
 
-    def __init__(
-        self, generator: MultiBlockMaskGenerator, seed: int, rank: int = 0, step: int = 0
-    ) -> None:
+    def __init__(self, generator: MaskSampler, seed: int, rank: int = 0, step: int = 0) -> None:
         self.mask_generator = generator
         self.seed = int(seed)
         self.rank = int(rank)

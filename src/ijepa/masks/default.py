@@ -10,7 +10,8 @@
 * One block size per batch, or with ``per_image_size=True`` one per block and image.
 * Context masks are brought to the batch's shortest by keeping a uniformly random subset of each
   longer mask (drawn from the generator), so no region is favoured; with per-image sizes the
-  targets are subsampled the same way. Indices stay sorted.
+  targets are subsampled the same way. Indices stay sorted. With ``pad=True`` nothing is dropped:
+  every mask is padded with -1 to the batch's longest instead (:mod:`ijepa.masks.pack`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ijepa.masks.blocks import (
     select_indices,
     union,
 )
+from ijepa.masks.pack import pack_grids
 from ijepa.masks.settings import MaskSettings, MaskStats
 
 __all__ = ["draw_default_sizes", "sample_default"]
@@ -134,6 +136,8 @@ def _finish(
 ) -> tuple[torch.Tensor, torch.Tensor, MaskStats]:
     """Turn accepted grids and target corners into index tensors of equal length."""
     nenc, B, H, W = ctx.shape
+    if cfg.pad:
+        return _finish_padded(cfg, ctx, th, tw, ttop, tleft, g, draws, rounds)
     counts = count_true(ctx)  # (nenc, B)
     kc = int(counts.min())
     how = "first" if bool((counts == kc).all()) else "random"  # "first" keeps all: no draw needed
@@ -155,5 +159,36 @@ def _finish(
         context_dropped=1.0 - kc * counts.numel() / total,
         size_draws=draws,
         position_rounds=rounds,
+        target_dropped=1.0 - kt * tsize.numel() / float(tsize.sum()),
+    )
+    return masks_enc, masks_pred, stats
+
+
+def _finish_padded(
+    cfg: MaskSettings,
+    ctx: torch.Tensor,
+    th: torch.Tensor,
+    tw: torch.Tensor,
+    ttop: torch.Tensor,
+    tleft: torch.Tensor,
+    g: torch.Generator,
+    draws: int,
+    rounds: int,
+) -> tuple[torch.Tensor, torch.Tensor, MaskStats]:
+    """Like :func:`_finish`, but every mask keeps all its patches (padded with -1)."""
+    H, W = cfg.height, cfg.width
+    masks_enc, cs = pack_grids(ctx, pad=True, generator=g)
+    tgrid = block_grid(ttop, tleft, th, tw, H, W)  # (npred, B, H, W)
+    masks_pred, ts = pack_grids(tgrid, pad=True, generator=g)
+    stats = MaskStats(
+        context_keep=cs.keep,
+        target_keep=ts.keep,
+        context_mean=cs.mean,
+        target_mean=ts.mean,
+        context_dropped=0.0,
+        size_draws=draws,
+        position_rounds=rounds,
+        context_padding=cs.padding,
+        target_padding=ts.padding,
     )
     return masks_enc, masks_pred, stats

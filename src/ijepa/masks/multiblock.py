@@ -41,6 +41,8 @@ class MultiBlockMaskGenerator:
         mode: ``"default"`` (our fixes) or ``"official"`` (the official code's behaviour).
         per_image_size: Default mode only: draw a size per block and image, not one per batch.
         max_tries: Bound of the search: position rounds per size draw, and size draws.
+        pad: Default mode only: keep every patch of every mask, padding shorter masks with -1
+            up to the batch's longest, instead of subsampling longer masks to the shortest.
 
     Attributes:
         stats: :class:`MaskStats` of the last call (None before the first call). Inside
@@ -64,6 +66,7 @@ class MultiBlockMaskGenerator:
         mode: str = "default",
         per_image_size: bool = False,
         max_tries: int = 20,
+        pad: bool = False,
     ) -> None:
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         if len(size) != 2:
@@ -81,6 +84,7 @@ class MultiBlockMaskGenerator:
             mode=mode,
             per_image_size=bool(per_image_size),
             max_tries=max_tries,
+            pad=bool(pad),
         )
         self.stats: MaskStats | None = None
         self._warned_relax = False
@@ -101,6 +105,14 @@ class MultiBlockMaskGenerator:
         """Target blocks per image."""
         return self.settings.npred
 
+    strategy = "multiblock"
+    """The masking strategy's name (see :data:`ijepa.masks.STRATEGIES`)."""
+
+    @property
+    def pad(self) -> bool:
+        """Whether masks are padded with -1 instead of subsampled to one length."""
+        return self.settings.pad
+
     @property
     def mode(self) -> str:
         """``"default"`` or ``"official"``."""
@@ -120,7 +132,8 @@ class MultiBlockMaskGenerator:
 
         Returns:
             ``(masks_enc, masks_pred)``: int64 tensors ``(nenc, B, Kc)`` and ``(npred, B, Kt)`` of
-            row-major indices into the flattened ``H*W`` grid, ascending in each row.
+            row-major indices into the flattened ``H*W`` grid, ascending in each row (with
+            ``pad=True``, rows end in -1 padding up to the batch's longest mask).
 
         Raises:
             MaskSamplingError: No valid masks were found within the bounded search.

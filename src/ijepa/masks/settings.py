@@ -27,6 +27,11 @@ class MaskStats:
         position_rounds: Rounds of position sampling used, over all size draws.
         relaxed: Official mode: context masks accepted only after relaxing the target
             constraint (these may overlap targets). Always 0 in default mode.
+        context_padding: With ``pad=True``: fraction of the returned context slots that are
+            padding (-1); 0 otherwise.
+        target_padding: The same for the target masks.
+        target_dropped: Fraction of sampled target patches dropped to equalise lengths (per-image
+            sizes, or raster quadrants of an odd grid, without ``pad``).
     """
 
     context_keep: int
@@ -37,6 +42,9 @@ class MaskStats:
     size_draws: int
     position_rounds: int
     relaxed: int = 0
+    context_padding: float = 0.0
+    target_padding: float = 0.0
+    target_dropped: float = 0.0
 
 
 def _pair(name: str, value: object, low: float, high: float | None) -> tuple[float, float]:
@@ -72,6 +80,7 @@ class MaskSettings:
     mode: str
     per_image_size: bool
     max_tries: int
+    pad: bool = False
 
     def __post_init__(self) -> None:
         _int("input_size[0]", self.height, 1)
@@ -95,6 +104,11 @@ class MaskSettings:
             raise ValueError(
                 "per_image_size=True is not available with mode='official' (one size per batch)"
             )
+        if self.pad and self.mode == "official":
+            raise ValueError(
+                "pad=True is not available with mode='official' (the official collator "
+                "truncates every context to the batch's shortest)"
+            )
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -108,7 +122,7 @@ class MaskSettings:
             f"pred_mask_scale={self.pred_mask_scale}, aspect_ratio={self.aspect_ratio}, "
             f"nenc={self.nenc}, npred={self.npred}, min_keep={self.min_keep}, "
             f"allow_overlap={self.allow_overlap}, mode={self.mode!r}, "
-            f"per_image_size={self.per_image_size}, max_tries={self.max_tries}"
+            f"per_image_size={self.per_image_size}, max_tries={self.max_tries}, pad={self.pad}"
         )
 
     def error(self, why: str) -> MaskSamplingError:
