@@ -1,9 +1,11 @@
-"""Models: the ViT encoder, the I-JEPA predictor, sin-cos positions and mask gathering.
+"""Models: the ViT and Energy Transformer encoders, the I-JEPA predictor, sin-cos positions and
+mask gathering.
 
 This package depends only on torch; it never reads configs, files or the environment.
 """
 
 from ijepa.models.attention import ATTN_IMPLS, Attention, select_attn_impl
+from ijepa.models.energy import EnergyTransformer
 from ijepa.models.gather import apply_masks
 from ijepa.models.layers import MLP, Block, DropPath, PatchEmbed
 from ijepa.models.pos_embed import get_1d_sincos_pos_embed, get_2d_sincos_pos_embed
@@ -17,6 +19,7 @@ __all__ = [
     "Attention",
     "Block",
     "DropPath",
+    "EnergyTransformer",
     "PatchEmbed",
     "VisionTransformer",
     "VisionTransformerPredictor",
