@@ -137,7 +137,7 @@ def test_wheel_installs_into_a_fresh_venv_and_trains(built: dict[str, Path]) -> 
     assert Path(where).is_relative_to(venv), f"ijepa imported from {where}, not the venv"
     assert _run([str(ijepa_cmd), "--version"], root).strip() == f"ijepa {ijepa.__version__}"
     help_text = _run([str(ijepa_cmd), "--help"], root)
-    for command in ("train", "demo", "eval", "embed", "convert"):
+    for command in ("train", "demo", "eval", "embed", "search", "convert"):
         assert command in help_text
 
     run_dir = root / "run"

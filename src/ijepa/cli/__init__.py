@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ijepa import __version__
 
 # subcommand modules, in the order their commands appear in --help
-_COMMAND_MODULES = ("train", "evaluate", "viz", "convert", "launch")
+_COMMAND_MODULES = ("train", "evaluate", "search", "viz", "convert", "launch")
 
 logger = logging.getLogger("ijepa")
 

@@ -20,6 +20,7 @@ class ImageSet:
         mean: per-channel mean for normalisation, in ``[0, 1]`` units (length ``C``).
         std: per-channel standard deviation, in ``[0, 1]`` units (length ``C``).
         name: a short name of the set (spec and split), for logs and reports.
+        paths: the file each image was decoded from (sets read from files), or ``None``.
     """
 
     images: torch.Tensor
@@ -28,9 +29,14 @@ class ImageSet:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     name: str
+    paths: list[str] | None = None
 
     def __post_init__(self) -> None:
         im, lab = self.images, self.labels
+        if self.paths is not None and len(self.paths) != im.shape[0]:
+            raise ValueError(
+                f"ImageSet {self.name!r}: {len(self.paths)} paths for {im.shape[0]} images"
+            )
         if im.dtype != torch.uint8 or im.ndim != 4 or im.shape[1] not in (1, 3):
             raise ValueError(
                 f"ImageSet {self.name!r}: images must be uint8 (N, C, H, W) with C in {{1, 3}}, "
@@ -69,8 +75,12 @@ class ImageSet:
     def subset(self, idx: torch.Tensor) -> ImageSet:
         """The images and labels at ``idx`` (int64 indices or a bool mask of length N).
 
-        Classes, normalisation statistics and name are kept.
+        Classes, normalisation statistics and name are kept (and the paths of the rows kept).
         """
+        paths = None
+        if self.paths is not None:
+            rows = torch.arange(len(self))[idx].reshape(-1).tolist()
+            paths = [self.paths[i] for i in rows]
         return ImageSet(
             images=self.images[idx],
             labels=self.labels[idx],
@@ -78,6 +88,7 @@ class ImageSet:
             mean=self.mean,
             std=self.std,
             name=self.name,
+            paths=paths,
         )
 
 

@@ -133,14 +133,15 @@ def load_imagefolder(
             f"imagefolder:{root}: {len(ds.samples)} files exceed max_images={max_images} for an "
             f"in-memory set; stream it with ImageFolderDataset or raise max_images"
         )
-    arrays, labels = [], []
-    for i, (_, target) in enumerate(ds.samples):
+    arrays, labels, paths = [], [], []
+    for i, (path, target) in enumerate(ds.samples):
         img = ds.decode(i)
         if img is None:
             continue
         img = fit_square(img, image_size)
         arrays.append(np.asarray(img.convert("L") if grayscale else img, dtype=np.uint8))
         labels.append(target)
+        paths.append(path)
     if not arrays:
         raise DataSpecError(
             f"imagefolder:{root}: none of the {len(ds.samples)} files can be decoded"
@@ -157,4 +158,5 @@ def load_imagefolder(
         mean=mean,
         std=std,
         name=f"imagefolder:{root}:{split}",
+        paths=paths,
     )
