@@ -3,9 +3,12 @@
 Knows nothing of models. Entry points:
 
 - :func:`load_imageset` turns a spec (``"embedded"``, ``"fashion-mnist[:DIR]"``,
-  ``"imagefolder:DIR"``, ``"hf:PATH"``) and a split into an :class:`ImageSet`;
+  ``"imagefolder:DIR"``, ``"hf:PATH"``, ``"webdataset:PATTERN"``) and a split into an
+  :class:`ImageSet`;
 - :func:`train_transform_batch` / :func:`eval_transform_batch` transform whole uint8 batches;
 - :class:`ImageFolderDataset` streams image files, skipping and counting bad ones;
+- :class:`WebDatasetStream` streams WebDataset tar shards (split over ranks and workers,
+  shuffled, bad samples skipped and counted); :func:`write_imagefolder_shards` writes them;
 - :func:`official_train_transform` / :func:`eval_transform` are the official per-image pipelines.
 """
 
@@ -14,6 +17,7 @@ from ijepa.data.fashion_mnist import read_idx
 from ijepa.data.folder import ImageFolderDataset, SkippedFile, load_rgb
 from ijepa.data.imageset import ImageSet, channel_stats
 from ijepa.data.load import load_imagefolder, load_imageset
+from ijepa.data.shards import WebDatasetStream, write_imagefolder_shards
 from ijepa.data.spec import KINDS, DataSpecError, parse_spec
 from ijepa.data.transforms import (
     IMAGENET_MEAN,
@@ -35,6 +39,7 @@ __all__ = [
     "ImageFolderDataset",
     "ImageSet",
     "SkippedFile",
+    "WebDatasetStream",
     "channel_stats",
     "eval_transform",
     "eval_transform_batch",
@@ -48,4 +53,5 @@ __all__ = [
     "read_idx",
     "sample_crop_boxes",
     "train_transform_batch",
+    "write_imagefolder_shards",
 ]

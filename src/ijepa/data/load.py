@@ -9,6 +9,7 @@ Options (keyword arguments) per kind; an unknown option raises :class:`DataSpecE
 - ``imagefolder``: ``image_size`` (64), ``grayscale`` (False), ``max_images`` (100 000).
 - ``hf``: ``image_column``, ``label_column`` ("label"), ``image_size``, ``grayscale``, ``mean``,
   ``std``.
+- ``webdataset``: ``image_size`` (64), ``grayscale`` (False), ``max_images`` (100 000).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "fashion-mnist": ("download",),
     "imagefolder": ("image_size", "grayscale", "max_images"),
     "hf": ("image_column", "label_column", "image_size", "grayscale", "mean", "std"),
+    "webdataset": ("image_size", "grayscale", "max_images"),
 }
 
 
@@ -56,7 +58,8 @@ def load_imageset(
 
     Args:
         spec: data spec, e.g. ``"embedded"``, ``"embedded:2000"``, ``"fashion-mnist"``,
-            ``"fashion-mnist:DIR"``, ``"imagefolder:DIR"``, ``"hf:PATH"``.
+            ``"fashion-mnist:DIR"``, ``"imagefolder:DIR"``, ``"hf:PATH"``,
+            ``"webdataset:PATTERN"``.
         split: ``"train"`` or ``"test"`` (``"val"`` is an alias of ``"test"``).
         root: cache folder for downloadable sets (default ``~/.cache/ijepa``).
         **opts: options of the kind (see the module docstring).
@@ -85,6 +88,11 @@ def load_imageset(
     if kind == "imagefolder":
         assert arg is not None  # parse_spec guarantees a path
         return load_imagefolder(arg, split, **opts)
+    if kind == "webdataset":
+        from ijepa.data.shards import load_webdataset
+
+        assert arg is not None
+        return load_webdataset(arg, split, **opts)
     assert kind == "hf" and arg is not None
     return load_hf(arg, split, **opts)
 

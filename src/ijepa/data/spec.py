@@ -1,7 +1,8 @@
 """Data spec strings: the error type and the parser.
 
 A data spec names a labelled image set in one string, e.g. ``"embedded"``, ``"embedded:2000"``,
-``"fashion-mnist:/data/fmnist"``, ``"imagefolder:/data/pets"`` or ``"hf:/data/my_ds"``.
+``"fashion-mnist:/data/fmnist"``, ``"imagefolder:/data/pets"``, ``"hf:/data/my_ds"`` or
+``"webdataset:/data/shards/{split}-{000..099}.tar"``.
 The part before the first ``:`` is the *kind*, the rest (possibly empty) is the *argument*.
 """
 
@@ -15,6 +16,7 @@ KINDS: dict[str, str] = {
     "fashion-mnist": "Fashion-MNIST idx files; arg: directory holding the four .gz files",
     "imagefolder": "DIR/train and DIR/val class subfolders, decoded into memory; arg: DIR",
     "hf": "a Hugging Face dataset saved with save_to_disk; arg: its path",
+    "webdataset": "WebDataset tar shards; arg: a brace pattern ({split} = train/val)",
 }
 
 #: Aliases of kinds.
@@ -22,6 +24,7 @@ ALIASES: dict[str, str] = {
     "shapes": "embedded",
     "fashion_mnist": "fashion-mnist",
     "fmnist": "fashion-mnist",
+    "wds": "webdataset",
 }
 
 #: Split names accepted by the loaders ("val" is an alias of "test").
@@ -55,7 +58,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
             f"unknown data kind {head!r} in spec {spec!r}; valid kinds: {_kinds_help()}"
         )
     value = arg.strip() if sep else ""
-    if kind in ("imagefolder", "hf") and not value:
+    if kind in ("imagefolder", "hf", "webdataset") and not value:
         raise DataSpecError(f"data spec {spec!r} needs a path: write '{kind}:PATH'")
     if kind == "embedded" and value:
         try:
