@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ijepa-installed
-EXTRAS ?= dev,hf,timm,slurm,umap,datasets,faiss,webdataset
+EXTRAS ?= dev,hf,timm,slurm,umap,datasets,faiss,webdataset,tensorboard,wandb
 
 .PHONY: install demo test test-fast lint bench quality clean
 

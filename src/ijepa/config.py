@@ -70,6 +70,14 @@ class LoggingConfig:
     """Also keep a numbered checkpoint every N steps (0: keep only ``latest``)."""
     progress: bool = True
     """Show a progress bar."""
+    trackers: str = ""
+    """Experiment trackers besides ``metrics.jsonl``, comma-separated: ``tensorboard``,
+    ``wandb`` (each an optional extra); empty: none."""
+    wandb_project: str = "ijepa"
+    """W&B project of the ``wandb`` tracker."""
+    wandb_mode: str | None = None
+    """W&B mode: ``online`` or ``offline`` (sync later with ``wandb sync``); None: W&B's
+    default (which reads ``WANDB_MODE``)."""
     checkpoint_failure: str = "stop"
     """When writing a checkpoint fails (full disk, read-only folder): ``stop`` with a clear error
     (the previous checkpoint stays intact), or ``retry``: warn, count, keep training and try again
@@ -195,6 +203,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "meta.regularizer": ("none", "sigreg"),
     "meta.reg_on": ("pooled", "tokens"),
     "logging.checkpoint_failure": ("stop", "retry"),
+    "logging.wandb_mode": ("online", "offline"),
     "meta.model_name": (
         "vit_tiny",
         "vit_small",
@@ -307,7 +316,7 @@ def _set_field(
         raise ConfigError(f"{source}: unknown key '{full}'{_suggest(key, hints)}")
     value = _coerce(value, hints[key], f"{source}: {full}")
     choices = _CHOICES.get(full)
-    if choices is not None and value not in choices:
+    if choices is not None and value is not None and value not in choices:
         raise ConfigError(f"{source}: {full} must be one of {', '.join(choices)}; got {value!r}")
     setattr(section, key, value)
 
@@ -413,6 +422,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"optimization.{key} must be >= 0")
     if cfg.logging.log_every < 1:
         raise ConfigError("logging.log_every must be >= 1")
+    from ijepa.trackers import parse_trackers  # light: the tracker packages load on use
+
+    parse_trackers(cfg.logging.trackers)
     for key in ("checkpoint_every", "keep_every"):
         if getattr(cfg.logging, key) < 0:
             raise ConfigError(f"logging.{key} must be >= 0, got {getattr(cfg.logging, key)}")
