@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +59,36 @@ def _chunks(data: bytes) -> list[bytes]:
     return out
 
 
-def wandb_history(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The history rows and the config of the W&B offline runs under ``run_dir/wandb``."""
+def _records(path: Path, wait_s: float) -> list[Any]:
+    """The records of one run file, once it holds the run's ``exit`` record.
+
+    ``run.finish()`` can return before W&B's service process has written the file's end.
+    """
     from wandb.proto import wandb_internal_pb2 as pb
 
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = []
+        for raw in _chunks(path.read_bytes()):
+            record = pb.Record()
+            record.ParseFromString(raw)
+            records.append(record)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        assert time.monotonic() < deadline, f"{path} has no exit record after {wait_s} s"
+        time.sleep(0.2)
+
+
+def wandb_history(
+    run_dir: Path, wait_s: float = 60.0
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The history rows and the config of the W&B offline runs under ``run_dir/wandb``."""
     files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert files, f"no W&B offline run under {run_dir / 'wandb'}"
     rows: list[dict[str, Any]] = []
     config: dict[str, Any] = {}
     for path in files:
-        for raw in _chunks(path.read_bytes()):
-            record = pb.Record()
-            record.ParseFromString(raw)
+        for record in _records(path, wait_s):
             kind = record.WhichOneof("record_type")
             if kind == "history":
                 rows.append(
