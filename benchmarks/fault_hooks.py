@@ -4,7 +4,7 @@ Nothing here is imported by the library, and the library reads no environment va
 of it. :mod:`faults` starts each training as a separate process (forked from a forkserver that
 has imported torch and ijepa once) running :func:`child_main`, which installs the requested
 hooks and then calls the real CLI (``ijepa train ...``). The hooks patch names *in the ijepa
-modules* (``ijepa.train.checkpoint.open``, ``.os``, ``.save_checkpoint``,
+modules* (``ijepa.checkpoint.open``, ``.os``, ``.save_checkpoint``,
 ``ijepa.train.step.jepa_loss``, ``ijepa.data.folder.load_rgb``), so only the code under test is
 affected:
 
@@ -70,7 +70,7 @@ class _FileProxy:
 
 
 class _OsProxy:
-    """Stands in for ``os`` inside ``ijepa.train.checkpoint``: hooks ``replace``, delegates the rest."""
+    """Stands in for ``os`` inside ``ijepa.checkpoint``: hooks ``replace``, delegates the rest."""
 
     def __init__(self, before: Any = None, after: Any = None) -> None:
         self._before, self._after = before, after
@@ -89,7 +89,7 @@ class _OsProxy:
 def _install_save_hooks(spec: dict[str, Any], kind: str) -> None:
     import builtins
 
-    from ijepa.train import checkpoint as ckpt
+    from ijepa import checkpoint as ckpt
 
     count = {"saves": 0}
     real_open = builtins.open
@@ -140,7 +140,7 @@ def _sleep_in_window(spec: dict[str, Any]) -> None:
 
 
 def _install_pause_save(spec: dict[str, Any]) -> None:
-    from ijepa.train import checkpoint as ckpt
+    from ijepa import checkpoint as ckpt
 
     real_save = ckpt.save_checkpoint
     count = {"saves": 0}
@@ -264,7 +264,7 @@ def inspect_run(run_dir: str, reference_dir: str | None, out_path: str) -> None:
     """
     import torch
 
-    from ijepa.train import checkpoint as ckpt
+    from ijepa import checkpoint as ckpt
 
     torch.set_num_threads(1)
     folder = Path(run_dir)

@@ -46,8 +46,8 @@ from ijepa.data import ImageSet, load_imageset, parse_spec
 from ijepa.eval import knn_classify, linear_probe, lowshot_eval
 from ijepa.evaluate import eval_batches, features_of, poolings_for
 from ijepa.hardware import cpu_name
+from ijepa.models import build_encoder
 from ijepa.recipes import PRESETS, preset
-from ijepa.train.build import build_encoder
 from ijepa.train.loop import train
 
 logger = logging.getLogger("quality")

@@ -48,10 +48,10 @@ from ijepa.config import Config, apply_overrides, load_config
 from ijepa.data import train_transform_batch
 from ijepa.hardware import cpu_name, matmul_peak, native_bf16
 from ijepa.masks import MultiBlockMaskGenerator, make_generator
-from ijepa.train.build import build_mask_generator, build_models, model_args_from_config
+from ijepa.models import JEPAModels, build_models
+from ijepa.train.build import build_mask_generator, model_args_from_config
 from ijepa.train.optim import build_optimizer
 from ijepa.train.step import (
-    JEPAModels,
     autocast_context,
     compute_targets,
     ema_update,

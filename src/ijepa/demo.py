@@ -15,7 +15,7 @@ from torch import nn
 from ijepa.config import Config, dataset_spec
 from ijepa.data import load_imageset
 from ijepa.evaluate import quick_probe
-from ijepa.train.build import build_encoder
+from ijepa.models import build_encoder
 from ijepa.train.local_launch import launch_local
 from ijepa.train.loop import train
 from ijepa.viz.runs import load_run

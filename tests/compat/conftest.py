@@ -7,10 +7,9 @@ from typing import Any
 import pytest
 import torch
 
-from ijepa.train.build import build_models
-from ijepa.train.checkpoint import FORMAT_VERSION
+from ijepa.checkpoint import FORMAT_VERSION
+from ijepa.models import JEPAModels, build_models
 from ijepa.train.optim import build_optimizer
-from ijepa.train.step import JEPAModels
 
 TINY_ARGS: dict[str, Any] = {
     "model_name": "vit_tiny",

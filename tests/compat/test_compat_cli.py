@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
+from ijepa.checkpoint import load_checkpoint, save_checkpoint
 from ijepa.cli import main
 from ijepa.compat import load_encoder
-from ijepa.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _equal_state(a: dict, b: dict) -> None:

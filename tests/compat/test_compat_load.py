@@ -8,6 +8,7 @@ import torch
 from conftest import TINY_ARGS, make_models, make_state
 from PIL import Image
 
+from ijepa.checkpoint import save_checkpoint
 from ijepa.compat import (
     ConversionError,
     EncoderMeta,
@@ -20,7 +21,6 @@ from ijepa.compat import (
     to_official,
 )
 from ijepa.compat.arch import encoder_model_args
-from ijepa.train.checkpoint import save_checkpoint
 
 
 @pytest.fixture

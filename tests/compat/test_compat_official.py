@@ -11,10 +11,10 @@ import torch
 from conftest import TINY_ARGS, backward, make_models
 from torch import nn
 
+from ijepa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ijepa.compat import ConversionError, from_official, load_encoder, select_encoder, to_official
 from ijepa.compat.arch import infer_model_args
 from ijepa.models import get_2d_sincos_pos_embed
-from ijepa.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ijepa.train.optim import build_optimizer, param_groups
 
 # name: (embed dim, patch, image size, MLP width); all released models have 16 heads and a

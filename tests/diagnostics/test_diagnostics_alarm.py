@@ -12,8 +12,7 @@ import torch.nn.functional as F
 
 from ijepa.diagnostics import CollapseMonitor, feature_std, probe_rank
 from ijepa.masks import MultiBlockMaskGenerator, make_generator
-from ijepa.models import vit_encoder
-from ijepa.train.build import build_models
+from ijepa.models import build_models, vit_encoder
 from ijepa.train.optim import build_optimizer
 from ijepa.train.step import train_step
 

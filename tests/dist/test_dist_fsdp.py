@@ -10,8 +10,8 @@ import shutil
 import pytest
 from dist_helpers import TINY, check_ok, launch, losses, max_rel_diff, worker_cmd
 
+from ijepa import checkpoint as ckpt
 from ijepa.config import Config, apply_overrides
-from ijepa.train import checkpoint as ckpt
 from ijepa.train.loop import train
 
 pytestmark = pytest.mark.distributed

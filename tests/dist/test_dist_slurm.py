@@ -11,10 +11,10 @@ import pytest
 import submitit
 from dist_helpers import REPO, TINY
 
+from ijepa import checkpoint as ckpt
 from ijepa.cli import main as cli_main
 from ijepa.cli.launch import TrainJob, parse_time
 from ijepa.config import load_config
-from ijepa.train import checkpoint as ckpt
 
 TEMPLATE = REPO / "scripts/slurm/ijepa.sbatch"
 

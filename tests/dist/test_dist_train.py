@@ -10,8 +10,9 @@ import pytest
 import torch
 from dist_helpers import TINY, check_ok, launch, losses, max_rel_diff, worker_cmd
 
+from ijepa import checkpoint as ckpt
 from ijepa.config import Config, apply_overrides
-from ijepa.train import checkpoint as ckpt
+from ijepa.recipes import preset
 from ijepa.train.loop import train
 
 pytestmark = pytest.mark.distributed
@@ -20,8 +21,9 @@ REL = 1e-5
 
 
 def _one_rank(folder, *extra):
+    # the ranks run `ijepa train`, which starts from the small-cpu preset: so does the reference
     cfg = apply_overrides(
-        Config(), [*TINY, f"logging.folder={folder}", "data.batch_size=8", *extra]
+        preset("small-cpu"), [*TINY, f"logging.folder={folder}", "data.batch_size=8", *extra]
     )
     return train(cfg)
 

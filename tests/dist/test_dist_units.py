@@ -13,8 +13,8 @@ from ijepa.dist import (
     dist_info_from_env,
     is_comm_error,
 )
+from ijepa.models import build_models
 from ijepa.train.batches import MemoryBatches, _EpochSampler
-from ijepa.train.build import build_models
 from ijepa.train.loop import train
 from ijepa.train.optim import build_optimizer
 from ijepa.train.parallel import (
@@ -190,6 +190,10 @@ def test_nan_skip_is_refused_with_several_processes(tmp_path, monkeypatch):
     cfg = apply_overrides(Config(), [f"logging.folder={tmp_path}", "optimization.nan_policy=skip"])
     with pytest.raises(ConfigError, match="nan_policy=skip is not supported"):
         train(cfg)
-    cfg = apply_overrides(Config(), [f"logging.folder={tmp_path}", "meta.parallel=zero"])
+    with pytest.raises(ConfigError, match=r"meta\.parallel must be one of ddp, fsdp"):
+        # refused by the override itself (a choice), before train() could see it
+        apply_overrides(Config(), [f"logging.folder={tmp_path}", "meta.parallel=zero"])
+    cfg = apply_overrides(Config(), [f"logging.folder={tmp_path}"])
+    cfg.meta.parallel = "zero"  # set directly, past the override check: train() refuses it too
     with pytest.raises(ConfigError, match=r"meta\.parallel must be one of ddp, fsdp"):
         train(cfg)

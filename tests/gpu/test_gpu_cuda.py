@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from ijepa import checkpoint as ckpt
 from ijepa.config import Config, apply_overrides
 from ijepa.eval import extract_features
 from ijepa.models.attention import Attention
 from ijepa.models.predictor import VisionTransformerPredictor
 from ijepa.models.vit import vit_encoder
 from ijepa.recipes import TINY_OVERRIDES
-from ijepa.train import checkpoint as ckpt
 from ijepa.train.loop import train
 
 pytestmark = [

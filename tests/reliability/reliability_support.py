@@ -55,8 +55,8 @@ def load_benchmark(name: str) -> ModuleType:
 @pytest.fixture(scope="module", name="tiny_checkpoint")
 def tiny_checkpoint_fixture(tmp_path_factory) -> Path:
     """The ``latest`` checkpoint of a 4-step tiny training (its run folder holds config.yaml)."""
+    from ijepa import checkpoint as ckpt
     from ijepa.config import Config, apply_overrides
-    from ijepa.train import checkpoint as ckpt
     from ijepa.train.loop import train
 
     before = torch.get_num_threads()

@@ -16,8 +16,8 @@ import torch
 from reliability_support import TINY, one_thread_fixture, tiny_checkpoint_fixture  # noqa: F401
 
 import ijepa
+from ijepa import checkpoint as ckpt
 from ijepa.cli import main as cli_main
-from ijepa.train import checkpoint as ckpt
 
 
 class _Payload:

@@ -2,7 +2,7 @@
 
 ``logging.checkpoint_failure`` (stop | retry) and ``optimization.nan_policy`` (stop | skip); a
 checkpoint is never written with non-finite weights. Failures are injected by patching names in
-the ijepa modules (``ijepa.train.checkpoint.open``, ``ijepa.train.step.jepa_loss``).
+the ijepa modules (``ijepa.checkpoint.open``, ``ijepa.train.step.jepa_loss``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import pytest
 import torch
 from reliability_support import TINY, one_thread_fixture  # noqa: F401
 
+from ijepa import checkpoint as ckpt
 from ijepa.config import Config, ConfigError, apply_overrides
-from ijepa.train import checkpoint as ckpt
 from ijepa.train import step as step_mod
-from ijepa.train.loop import TrainingDiverged, train
+from ijepa.train.guards import TrainingDiverged
+from ijepa.train.loop import train
 
 
 def _cfg(folder, *extra):
@@ -71,7 +72,7 @@ def test_failed_checkpoint_stops_clearly_and_keeps_the_previous_one(tmp_path, mo
 def test_retry_keeps_training_and_ends_like_an_uninterrupted_run(tmp_path, monkeypatch, caplog):
     straight = train(_cfg(tmp_path / "straight"))
     _fail_writes(monkeypatch, {2, 3}, errno.EROFS)
-    with caplog.at_level(logging.WARNING, logger="ijepa.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="ijepa.train"):
         res = train(_cfg(tmp_path / "retry", "logging.checkpoint_failure=retry"))
     assert res.checkpoint_failures == 2
     warned = [r.getMessage() for r in caplog.records if "training continues" in r.getMessage()]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ijepa.train import checkpoint as ckpt
+from ijepa import checkpoint as ckpt
 
 
 def test_atomic_save_and_load(tmp_path):

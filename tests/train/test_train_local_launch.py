@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from ijepa import checkpoint as ckpt
 from ijepa.config import Config, ConfigError, apply_overrides
 from ijepa.recipes import TINY_OVERRIDES
-from ijepa.train import checkpoint as ckpt
 from ijepa.train.local_launch import LaunchError, launch_local, split_batch
 
 

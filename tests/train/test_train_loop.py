@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
+from ijepa import checkpoint as ckpt
 from ijepa.cli import main as cli_main
 from ijepa.config import Config, apply_overrides, load_config
 from ijepa.recipes import TINY_OVERRIDES
-from ijepa.train import checkpoint as ckpt
-from ijepa.train.loop import TrainingDiverged, train
+from ijepa.train.guards import TrainingDiverged
+from ijepa.train.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -145,8 +146,8 @@ def test_cli_reports_missing_dataset(tmp_path, capsys):
 
 
 def test_resume_check_ignores_init_only_model_args():
-    from ijepa.train.loop import _arch
+    from ijepa.train.resume import architecture
 
     args = {"model_name": "vit_tiny", "enc_depth": 2, "patch_init_std": 0.08}
-    assert _arch(args) == _arch({**args, "patch_init_std": None})
-    assert _arch(args) != _arch({**args, "enc_depth": 3})
+    assert architecture(args) == architecture({**args, "patch_init_std": None})
+    assert architecture(args) != architecture({**args, "enc_depth": 3})

@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from ijepa.masks import MultiBlockMaskGenerator, make_generator
-from ijepa.models import Block, VisionTransformerPredictor
-from ijepa.train.build import build_models
+from ijepa.models import Block, JEPAModels, VisionTransformerPredictor, build_models
 from ijepa.train.optim import build_optimizer
-from ijepa.train.step import JEPAModels, ema_update, forward_loss, train_step
+from ijepa.train.step import ema_update, forward_loss, train_step
 
 ARGS = {
     "model_name": "vit_tiny",

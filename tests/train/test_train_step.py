@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ijepa.masks import MultiBlockMaskGenerator, make_generator
-from ijepa.train.build import build_models
+from ijepa.models import build_models
 from ijepa.train.optim import build_optimizer, param_groups
 from ijepa.train.step import compute_targets, ema_update, forward_loss, jepa_loss, train_step
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from ijepa import checkpoint as ckpt
 from ijepa.config import Config, ConfigError, apply_overrides, validate
 from ijepa.recipes import TINY_OVERRIDES
-from ijepa.train import checkpoint as ckpt
 from ijepa.train.loop import train
 
 TINY = [

@@ -9,7 +9,7 @@ import torch
 from viz_helpers import MODEL_ARGS, synthetic_images
 
 from ijepa.masks import MultiBlockMaskGenerator, make_generator
-from ijepa.train.build import build_models
+from ijepa.models import build_models
 from ijepa.viz.predictor_decoder import (
     decode_predictions,
     patchify,

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ijepa.checkpoint import save_checkpoint
 from ijepa.config import Config, save_config
-from ijepa.train.build import build_models
-from ijepa.train.checkpoint import save_checkpoint
+from ijepa.models import build_models
 
 IMG = 32
 PATCH = 4

@@ -23,14 +23,14 @@ logger = logging.getLogger("ijepa")
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, reported as one line rather than a traceback."""
+    from ijepa.checkpoint import CheckpointError
     from ijepa.config import ConfigError
     from ijepa.data import DataSpecError
     from ijepa.dist import DistributedError
     from ijepa.masks import MaskSamplingError
     from ijepa.train.batches import DataLoaderError
-    from ijepa.train.checkpoint import CheckpointError
+    from ijepa.train.guards import TrainingDiverged
     from ijepa.train.local_launch import LaunchError
-    from ijepa.train.loop import TrainingDiverged
 
     return (
         ConfigError,

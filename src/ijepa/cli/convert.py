@@ -59,6 +59,7 @@ def _is_training_file(path: Path, fmt: str) -> bool:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Handler of ``ijepa convert``."""
+    from ijepa.checkpoint import load_checkpoint, save_checkpoint
     from ijepa.compat import (
         ConversionError,
         detect_format,
@@ -69,7 +70,6 @@ def run_convert(args: argparse.Namespace) -> int:
         save_timm,
         to_official,
     )
-    from ijepa.train.checkpoint import load_checkpoint, save_checkpoint
 
     src_path, out = Path(args.input), Path(args.output)
     detected = detect_format(src_path)

@@ -23,10 +23,16 @@ from typing import Any
 
 import torch
 
-from ijepa.models import VIT_SIZES, Block, VisionTransformer, get_2d_sincos_pos_embed
-from ijepa.train.build import build_encoder, build_models
-from ijepa.train.checkpoint import CheckpointError, load_module_state, strip_prefix
-from ijepa.train.step import JEPAModels
+from ijepa.checkpoint import CheckpointError, load_module_state, strip_prefix
+from ijepa.models import (
+    VIT_SIZES,
+    Block,
+    JEPAModels,
+    VisionTransformer,
+    build_encoder,
+    build_models,
+    get_2d_sincos_pos_embed,
+)
 
 __all__ = [
     "ConversionError",

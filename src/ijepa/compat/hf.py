@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from ijepa.checkpoint import load_checkpoint
 from ijepa.compat.arch import (
     ConversionError,
     EncoderMeta,
@@ -44,7 +45,6 @@ from ijepa.compat.arch import (
 )
 from ijepa.compat.safetensors_io import load_tensors, save_tensors
 from ijepa.models import VisionTransformer
-from ijepa.train.checkpoint import load_checkpoint
 
 __all__ = [
     "encoder_to_hf_state",

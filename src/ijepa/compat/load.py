@@ -9,7 +9,7 @@ Formats (detected from the path, see :func:`detect_format`):
 * ``timm``: a timm ``.safetensors`` file or folder, or a ``.pth`` state dict of a ``*_gap`` ViT.
 
 Every pickle-based file is read with ``torch.load(weights_only=True)``
-(:func:`ijepa.train.checkpoint.load_checkpoint`): one that needs arbitrary unpickling is refused.
+(:func:`ijepa.checkpoint.load_checkpoint`): one that needs arbitrary unpickling is refused.
 Every load is strict, or names the missing, unexpected or mis-shaped keys.
 
 Normalisation of the returned transform: the mean/std the file records (our checkpoints'
@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ijepa.checkpoint import load_checkpoint
 from ijepa.compat.arch import (
     ConversionError,
     EncoderMeta,
@@ -39,7 +40,6 @@ from ijepa.compat.official import select_encoder
 from ijepa.compat.safetensors_io import read_header, read_keys, save_tensors
 from ijepa.compat.timm import load_timm, timm_state_to_encoder, unwrap_state_dict
 from ijepa.models import VisionTransformer
-from ijepa.train.checkpoint import load_checkpoint
 
 __all__ = [
     "DEFAULT_CROP_PCT",

@@ -24,10 +24,10 @@ from typing import Any
 
 from torch import nn
 
+from ijepa.checkpoint import FORMAT_VERSION, strip_prefix
 from ijepa.compat.arch import ConversionError, check_models, meta_models, model_args_of
-from ijepa.train.checkpoint import FORMAT_VERSION, strip_prefix
+from ijepa.models import JEPAModels
 from ijepa.train.optim import param_groups
-from ijepa.train.step import JEPAModels
 
 __all__ = [
     "ENCODER_KEYS",

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ijepa.checkpoint import load_checkpoint
 from ijepa.compat.arch import (
     ConversionError,
     EncoderMeta,
@@ -36,7 +37,6 @@ from ijepa.compat.arch import (
 )
 from ijepa.compat.safetensors_io import load_tensors, read_meta, save_tensors
 from ijepa.models import VisionTransformer
-from ijepa.train.checkpoint import load_checkpoint
 
 __all__ = [
     "load_timm",

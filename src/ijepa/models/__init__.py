@@ -1,5 +1,5 @@
-"""Models: the ViT and Energy Transformer encoders, the I-JEPA predictor, sin-cos positions and
-mask gathering.
+"""Models: the ViT and Energy Transformer encoders, the I-JEPA predictor, the three networks,
+sin-cos positions and mask gathering.
 
 This package depends only on torch; it never reads configs, files or the environment.
 """
@@ -7,6 +7,7 @@ This package depends only on torch; it never reads configs, files or the environ
 from ijepa.models.attention import ATTN_IMPLS, Attention, select_attn_impl
 from ijepa.models.energy import EnergyTransformer
 from ijepa.models.gather import apply_masks
+from ijepa.models.jepa import JEPAModels, build_encoder, build_models
 from ijepa.models.layers import MLP, Block, DropPath, PatchEmbed
 from ijepa.models.pos_embed import get_1d_sincos_pos_embed, get_2d_sincos_pos_embed
 from ijepa.models.predictor import VisionTransformerPredictor
@@ -20,10 +21,13 @@ __all__ = [
     "Block",
     "DropPath",
     "EnergyTransformer",
+    "JEPAModels",
     "PatchEmbed",
     "VisionTransformer",
     "VisionTransformerPredictor",
     "apply_masks",
+    "build_encoder",
+    "build_models",
     "get_1d_sincos_pos_embed",
     "get_2d_sincos_pos_embed",
     "select_attn_impl",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from enum import IntEnum
 from typing import Any
 
 import torch
@@ -32,6 +33,21 @@ from ijepa.data import ImageSet, train_transform_batch
 
 class DataLoaderError(RuntimeError):
     """A data-loader worker died (killed, out of memory, crashed); the message says what to try."""
+
+
+class Stream(IntEnum):
+    """The random streams of a run, each mixed with the seed into its own generators."""
+
+    EPOCH_ORDER = 1
+    """The permutation of the data set in each epoch: ``(seed, EPOCH_ORDER, epoch)``."""
+    BATCH_AUGMENT = 2
+    """The batched augmentation of an in-memory global batch: ``(seed, BATCH_AUGMENT, step, 0)``."""
+    SAMPLE_AUGMENT = 3
+    """One file sample's augmentation: ``(seed, SAMPLE_AUGMENT, epoch, index)``."""
+    MASKS = 4
+    """The masks of a global batch: ``(seed, MASKS, step, 0)``."""
+    DROP_PATH = 5
+    """The global torch RNG of ranks other than 0 (it drives only drop path)."""
 
 
 def mix_seed(*parts: int) -> int:
@@ -102,7 +118,7 @@ class MemoryBatches:
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
             self._order = torch.randperm(
-                len(self.data), generator=seeded_generator(self.seed, 1, epoch)
+                len(self.data), generator=seeded_generator(self.seed, Stream.EPOCH_ORDER, epoch)
             )
             self._epoch = epoch
         return self._order
@@ -125,7 +141,7 @@ class MemoryBatches:
             hflip=self.hflip,
             mean=self.data.mean,
             std=self.data.std,
-            generator=seeded_generator(self.seed, 2, step, 0),
+            generator=seeded_generator(self.seed, Stream.BATCH_AUGMENT, step, 0),
         )
         mine = rank_slice(self.rank, self.batch_size)
         return images[mine].contiguous(), self.data.labels[idx[mine]]
@@ -147,7 +163,9 @@ class _EpochSampler(Sampler[tuple[int, int]]):
         self.start = 0
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        perm = torch.randperm(self.n, generator=seeded_generator(self.seed, 1, self.epoch))
+        perm = torch.randperm(
+            self.n, generator=seeded_generator(self.seed, Stream.EPOCH_ORDER, self.epoch)
+        )
         mine = rank_slice(self.rank, self.batch_size)
         for i in range(self.start, self.iterations):
             chunk = perm[i * self.global_batch_size : (i + 1) * self.global_batch_size]
@@ -171,7 +189,7 @@ class _SeededSamples(Dataset):
         epoch, idx = key
         image, label = self.dataset[idx]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, 3, epoch, idx))
+            torch.manual_seed(mix_seed(self.seed, Stream.SAMPLE_AUGMENT, epoch, idx))
             return self.transform(image), label
 
 

@@ -1,17 +1,31 @@
-"""Build the I-JEPA networks from plain model arguments (never from files or the environment)."""
+"""What a run builds from its config: model arguments, mask sampler, schedules, and its batches.
+
+:class:`TrainBatches` is the training loop's only data source: this rank's images and masks of a
+step, on the device, as a pure function of the seed and the step (see :mod:`ijepa.train.batches`).
+"""
 
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ijepa.config import Config
+import torch
+
+from ijepa.config import Config, dataset_spec
+from ijepa.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageFolderDataset,
+    load_imageset,
+    official_train_transform,
+    parse_spec,
+)
+from ijepa.dist import DistInfo
 from ijepa.masks import MultiBlockMaskGenerator
-from ijepa.models import VisionTransformer, VisionTransformerPredictor, vit_encoder
-from ijepa.models.attention import check_attn_impl
+from ijepa.train.batches import FileBatches, MemoryBatches, Stream, rank_slice, seeded_generator
 from ijepa.train.regularizers import SIGReg
 from ijepa.train.schedules import Schedules, build_schedules
-from ijepa.train.step import JEPAModels
 
 
 def model_args_from_config(cfg: Any, in_chans: int) -> dict[str, Any]:
@@ -28,50 +42,6 @@ def model_args_from_config(cfg: Any, in_chans: int) -> dict[str, Any]:
         "enc_num_heads": cfg.meta.enc_num_heads,
         "patch_init_std": cfg.meta.patch_init_std,
     }
-
-
-def build_encoder(
-    model_args: dict[str, Any], *, attn_impl: str = "auto", drop_path_rate: float = 0.0
-) -> VisionTransformer:
-    """A context encoder as described by ``model_args``."""
-    overrides = {
-        key: model_args[arg]
-        for key, arg in (
-            ("depth", "enc_depth"),
-            ("embed_dim", "enc_emb_dim"),
-            ("num_heads", "enc_num_heads"),
-        )
-        if model_args.get(arg) is not None
-    }
-    return vit_encoder(
-        model_args["model_name"],
-        **overrides,
-        img_size=model_args["img_size"],
-        patch_size=model_args["patch_size"],
-        in_chans=model_args["in_chans"],
-        attn_impl=attn_impl,
-        drop_path_rate=drop_path_rate,
-        patch_init_std=model_args.get("patch_init_std"),
-    )
-
-
-def build_models(
-    model_args: dict[str, Any], *, attn_impl: str = "auto", drop_path_rate: float = 0.0
-) -> JEPAModels:
-    """Context encoder, predictor, and a frozen copy of the encoder as EMA target."""
-    encoder = build_encoder(model_args, attn_impl=attn_impl, drop_path_rate=drop_path_rate)
-    predictor = VisionTransformerPredictor(
-        grid_size=encoder.grid_size,
-        embed_dim=encoder.embed_dim,
-        predictor_embed_dim=model_args["pred_emb_dim"],
-        depth=model_args["pred_depth"],
-        num_heads=encoder.num_heads,
-        attn_impl=check_attn_impl(attn_impl),
-    )
-    target = copy.deepcopy(encoder)
-    for p in target.parameters():
-        p.requires_grad_(False)
-    return JEPAModels(encoder=encoder, predictor=predictor, target_encoder=target)
 
 
 def build_mask_generator(
@@ -129,3 +99,104 @@ def build_regularizer(cfg: Config) -> SIGReg | None:
     if cfg.meta.regularizer == "sigreg":
         return SIGReg(seed=cfg.meta.seed, on=cfg.meta.reg_on)
     raise ValueError(f"unknown meta.regularizer {cfg.meta.regularizer!r}")
+
+
+def image_source(cfg: Config, dist: DistInfo) -> tuple[MemoryBatches | FileBatches, int]:
+    """The images of a run as a function of the step, and their number of channels.
+
+    An ``imagefolder:`` data set is read from files by a DataLoader (the official augmentation);
+    every other data set is held in memory and augmented in batches.
+    """
+    spec = dataset_spec(cfg)
+    kind, arg = parse_spec(spec)
+    d = cfg.data
+    if kind == "imagefolder":
+        folder = Path(arg or ".")
+        root = folder / "train" if (folder / "train").is_dir() else folder
+        dataset: Any = ImageFolderDataset(root)
+        if d.max_images is not None:
+            dataset = torch.utils.data.Subset(dataset, range(min(d.max_images, len(dataset))))
+        transform = official_train_transform(
+            d.crop_size,
+            crop_scale=d.crop_scale,
+            hflip=d.use_horizontal_flip,
+            color_distortion=d.use_color_distortion,
+            color_jitter=d.color_jitter_strength,
+            blur=d.use_gaussian_blur,
+        )
+        files = FileBatches(
+            dataset,
+            transform,
+            batch_size=d.batch_size,
+            seed=cfg.meta.seed,
+            num_workers=d.num_workers,
+            pin_memory=d.pin_mem and torch.cuda.is_available(),
+            rank=dist.rank,
+            world_size=dist.world_size,
+        )
+        return files, 3
+    data = load_imageset(spec, "train")
+    if d.max_images is not None:
+        data = data.subset(torch.arange(min(d.max_images, len(data))))
+    memory = MemoryBatches(
+        data,
+        batch_size=d.batch_size,
+        crop_size=d.crop_size,
+        crop_scale=d.crop_scale,
+        hflip=d.use_horizontal_flip,
+        seed=cfg.meta.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
+    return memory, int(data.images.shape[1])
+
+
+@dataclass
+class Batch:
+    """This rank's part of one global batch, on the device.
+
+    Attributes:
+        images: (B, C, S, S) float, normalised.
+        masks_enc: (nenc, B, Kc) context patch indices.
+        masks_pred: (M, B, Kt) target patch indices.
+    """
+
+    images: torch.Tensor
+    masks_enc: torch.Tensor
+    masks_pred: torch.Tensor
+
+
+class TrainBatches:
+    """This rank's images and masks of each training step, on the device.
+
+    Args:
+        cfg: the run config (``data``, ``mask`` and ``meta.seed``).
+        dist: this process's place in the job.
+        device: where the batches go.
+    """
+
+    def __init__(self, cfg: Config, dist: DistInfo, device: torch.device) -> None:
+        self.source, self.in_chans = image_source(cfg, dist)
+        self.device = device
+        self.seed = cfg.meta.seed
+        self.masks = build_mask_generator(cfg)
+        self.global_batch_size = self.source.global_batch_size
+        self.iterations_per_epoch = self.source.iterations_per_epoch
+        self._mine = rank_slice(dist.rank, cfg.data.batch_size)
+        data = getattr(self.source, "data", None)
+        mean, std = (data.mean, data.std) if data is not None else (IMAGENET_MEAN, IMAGENET_STD)
+        self.normalization = {"mean": list(mean), "std": list(std)}
+        """The per-channel mean and std the images were normalised with (saved in checkpoints)."""
+
+    def get(self, step: int) -> Batch:
+        """The batch of global step ``step``."""
+        images, _ = self.source.get(step)
+        # masks of the whole global batch (so they do not depend on the world size), sliced
+        masks_enc, masks_pred = self.masks(
+            self.global_batch_size, seeded_generator(self.seed, Stream.MASKS, step, 0)
+        )
+        return Batch(
+            images=images.to(self.device, non_blocking=True),
+            masks_enc=masks_enc[:, self._mine].contiguous().to(self.device, non_blocking=True),
+            masks_pred=masks_pred[:, self._mine].contiguous().to(self.device, non_blocking=True),
+        )

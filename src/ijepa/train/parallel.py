@@ -33,8 +33,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ijepa.models import Block
-from ijepa.train.step import JEPAModels
+from ijepa.models import Block, JEPAModels
 
 logger = logging.getLogger(__name__)
 

@@ -57,6 +57,10 @@ class Schedules:
     ema_start: float
     ema_end: float
 
+    def at(self, step: int) -> dict[str, float]:
+        """``lr``, ``wd`` and ``momentum`` of step ``step`` (the keywords of ``train_step``)."""
+        return {"lr": self.lr(step), "wd": self.wd(step), "momentum": self.momentum(step)}
+
     def lr(self, step: int) -> float:
         """LR for the optimizer step with 0-based index ``step``."""
         return warmup_cosine_lr(

@@ -21,17 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ijepa.models import apply_masks
+from ijepa.models import JEPAModels, apply_masks
 from ijepa.train.optim import set_lr_wd
-
-
-@dataclass
-class JEPAModels:
-    """The three networks of I-JEPA."""
-
-    encoder: nn.Module
-    predictor: nn.Module
-    target_encoder: nn.Module
 
 
 @dataclass

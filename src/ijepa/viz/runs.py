@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
+from ijepa import checkpoint as ckpt
 from ijepa.config import Config, config_from_dict, dataset_spec, load_config
 from ijepa.masks import MaskSamplingError, MultiBlockMaskGenerator
-from ijepa.train import checkpoint as ckpt
+from ijepa.models import JEPAModels
 from ijepa.train.build import build_mask_generator
-from ijepa.train.step import JEPAModels
 
 __all__ = [
     "LoadedRun",
@@ -88,10 +88,10 @@ def load_run(path: str | Path) -> LoadedRun:
 
     Raises:
         FileNotFoundError: no checkpoint.
-        ijepa.train.checkpoint.CheckpointError: unreadable, or without ``model_args``, or the
+        ijepa.checkpoint.CheckpointError: unreadable, or without ``model_args``, or the
             weights do not match the architecture.
     """
-    from ijepa.train.build import build_models
+    from ijepa.models import build_models
 
     file = find_checkpoint(path)
     state = ckpt.load_checkpoint(file)

@@ -1,9 +1,11 @@
-"""Training checkpoints: atomic writes, safe loads, exact resume.
+"""Checkpoint files: atomic writes, safe reads, strict module loads. Depends only on torch.
 
-This is the only module that does file I/O for training state. A checkpoint is a dict in the
-official layout (``encoder``, ``predictor``, ``target_encoder``, ``opt``, ``scaler``, ``epoch``,
-``loss``, ``batch_size``, ``world_size``, ``lr``) plus our keys: ``format_version``, ``step``,
-``config`` (the resolved run config), ``model_args`` (enough to rebuild the networks) and ``rng``.
+The one module that reads and writes state files; training (:mod:`ijepa.train.checkpointer`,
+:mod:`ijepa.train.resume`), :mod:`ijepa.compat` and :mod:`ijepa.viz` all go through it. A
+training checkpoint is a dict in the official layout (``encoder``, ``predictor``,
+``target_encoder``, ``opt``, ``scaler``, ``epoch``, ``loss``, ``batch_size``, ``world_size``,
+``lr``) plus our keys: ``format_version``, ``step``, ``config`` (the resolved run config),
+``model_args`` (enough to rebuild the networks) and ``rng``.
 
 Writes go to a temporary file in the same folder, are flushed to disk, then renamed over the
 target, so ``latest`` is always either the old or the new complete file. Loads use

@@ -1,0 +1,256 @@
+"""Training metrics: a device-side accumulator, named totals over ranks, records, the metrics log.
+
+Nothing here synchronises with the host between log steps: :class:`StepMeter` adds device
+tensors, and :meth:`StepMeter.gather` (called at log and checkpoint steps only) makes the loop's
+one host synchronisation and its one extra collective, returning :class:`Totals` by name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch import nn
+
+from ijepa.diagnostics import CollapseMonitor, probe_rank
+from ijepa.dist import DistContext
+from ijepa.train.build import Batch
+from ijepa.train.step import StepOutput
+
+logger = logging.getLogger(__name__)
+
+#: The quantities gathered from every rank at a log step, in the order they travel.
+_GATHERED = ("loss_sum", "target_std_sum", "steps", "first_nonfinite_step", "nonfinite_weights")
+
+
+@dataclass
+class Totals:
+    """Sums over all ranks of what :class:`StepMeter` accumulated since the last record.
+
+    Attributes:
+        loss_sum: sum of the losses of the steps counted.
+        target_std_sum: sum of their target-feature stds.
+        steps: steps counted (on all ranks together; skipped steps are not counted).
+        first_nonfinite_step: the first step whose loss was NaN/Inf on any rank, or None.
+        nonfinite_weights: parameter tensors holding NaN/Inf (0 unless weights were checked).
+    """
+
+    loss_sum: float
+    target_std_sum: float
+    steps: float
+    first_nonfinite_step: int | None
+    nonfinite_weights: float
+
+
+class StepMeter:
+    """Accumulates step outputs on the device; :meth:`gather` turns them into :class:`Totals`.
+
+    Args:
+        device: where the sums live (the training device).
+        world_size: number of processes (for the image rate).
+    """
+
+    def __init__(self, device: torch.device, world_size: int = 1) -> None:
+        self.device = device
+        self.world_size = world_size
+        self.loss_sum = torch.zeros((), device=device)
+        self.target_std_sum = torch.zeros((), device=device)
+        self.first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.steps = 0
+        self.skipped = 0
+        """Steps skipped for a non-finite loss since the run (this process) started."""
+        self.context_tokens = 0
+        self.target_tokens = 0
+        self._images = 0
+        self._since = time.perf_counter()
+
+    def add(self, step: int, batch: Batch, out: StepOutput) -> None:
+        """Count the output of step ``step`` (0-based) on ``batch``."""
+        self._images += batch.images.shape[0] * self.world_size
+        self.context_tokens = batch.masks_enc.shape[-1]
+        self.target_tokens = batch.masks_pred.shape[-1]
+        if out.skipped:
+            self.skipped += 1
+            logger.warning("step %d: non-finite loss, step skipped (%d so far)", step, self.skipped)
+            return
+        loss = out.loss.detach()
+        first = self.first_nonfinite_step
+        self.first_nonfinite_step = torch.where(~torch.isfinite(loss) & (first < 0), step, first)
+        self.loss_sum += loss
+        self.target_std_sum += out.target_std
+        self.steps += 1
+
+    def gather(self, ctx: DistContext, nonfinite_weights: torch.Tensor | None = None) -> Totals:
+        """Every rank's sums, added (one all-gather and one host sync).
+
+        Args:
+            ctx: the process group.
+            nonfinite_weights: this rank's count of non-finite parameter tensors, when checked.
+        """
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        mine = {
+            "loss_sum": self.loss_sum.double(),
+            "target_std_sum": self.target_std_sum.double(),
+            "steps": torch.tensor(float(self.steps), dtype=torch.float64, device=self.device),
+            "first_nonfinite_step": self.first_nonfinite_step.double(),
+            "nonfinite_weights": zero if nonfinite_weights is None else nonfinite_weights.double(),
+        }
+        every = ctx.all_gather_tensor(torch.stack([mine[k] for k in _GATHERED])).cpu()
+        column = dict(zip(_GATHERED, every.unbind(dim=1), strict=True))  # name -> (world,)
+        bad = column["first_nonfinite_step"]
+        bad = bad[bad >= 0]
+        return Totals(
+            loss_sum=float(column["loss_sum"].sum()),
+            target_std_sum=float(column["target_std_sum"].sum()),
+            steps=float(column["steps"].sum()),
+            first_nonfinite_step=int(bad.min()) if bad.numel() else None,
+            nonfinite_weights=float(column["nonfinite_weights"].sum()),
+        )
+
+    def record(self, totals: Totals, *, done: int, epoch: int, **schedule: float) -> dict[str, Any]:
+        """The metrics record of step ``done`` (steps run so far), and a fresh start of the sums.
+
+        Args:
+            totals: what :meth:`gather` returned (with ``steps > 0``).
+            done: the number of steps run so far (the record's ``step``).
+            epoch: the epoch of the last step.
+            schedule: ``lr``, ``wd`` and ``momentum`` of the last step.
+        """
+        count = max(1.0, totals.steps)
+        now = time.perf_counter()
+        rec = {
+            "step": done,
+            "epoch": epoch,
+            "loss": totals.loss_sum / count,
+            "lr": schedule["lr"],
+            "wd": schedule["wd"],
+            "momentum": schedule["momentum"],
+            "context_tokens": self.context_tokens,
+            "target_tokens": self.target_tokens,
+            "img_per_s": self._images / max(1e-9, now - self._since),
+            "target_std": totals.target_std_sum / count,
+            "skipped_steps": self.skipped,
+        }
+        self.loss_sum.zero_()
+        self.target_std_sum.zero_()
+        self.steps = 0
+        self._images = 0
+        self._since = time.perf_counter()
+        return rec
+
+
+def progress_postfix(rec: dict[str, Any], alarms: list[str]) -> dict[str, str]:
+    """What the progress bar shows of a record."""
+    postfix = {"loss": f"{rec['loss']:.4f}", "ips": f"{rec['img_per_s']:.0f}"}
+    if alarms:
+        postfix["alarm"] = "COLLAPSE"
+    return postfix
+
+
+class CollapseWatch:
+    """The collapse probe (effective rank of a fixed batch's features) and the collapse alarm.
+
+    Every rank runs the probe (under FSDP its forward is a collective); the main process alone
+    feeds the alarm, which logs its own warnings.
+    """
+
+    def __init__(self, target_encoder: nn.Module, is_main: bool) -> None:
+        self.encoder = target_encoder
+        self.is_main = is_main
+        self.monitor = CollapseMonitor()
+        self.images: torch.Tensor | None = None
+
+    def check(self, rec: dict[str, Any], images: torch.Tensor) -> list[str]:
+        """Add ``probe_rank`` to ``rec``; returns the alarms (empty when all is well).
+
+        The probe batch is the first 256 images of the first logged step, kept for the run.
+        """
+        if self.images is None:
+            self.images = images[:256].detach().clone()
+        try:
+            rec["probe_rank"] = probe_rank(self.encoder, self.images)
+        except ValueError as err:  # non-finite features: the alarm's NaN case
+            logger.warning("collapse probe failed at step %d: %s", rec["step"], err)
+            rec["probe_rank"] = math.nan
+        return self.monitor.update(rec) if self.is_main else []
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric records past ``last_step`` (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a record cut short (a crash, a full disk)
+            logger.warning("%s: dropping an unreadable line: %.80s", path, line)
+            continue
+        if isinstance(rec, dict) and rec.get("step", 0) <= last_step:
+            keep.append(line)
+    # a kill while rewriting must not lose the history: write aside, then rename
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """The run's records: kept in memory on every rank, appended to ``metrics.jsonl`` by rank 0.
+
+    Opening truncates the file to the records up to ``resume_step`` (a resumed run rewrites the
+    steps after its checkpoint). Use as a context manager, or call :meth:`close`.
+
+    Args:
+        path: the metrics file.
+        ctx: the process group (only the main process writes and calls ``on_log``).
+        resume_step: the step the run starts from.
+        on_log: called with each record on the main process.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        ctx: DistContext,
+        resume_step: int,
+        on_log: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.history: list[dict[str, Any]] = []
+        self.on_log = on_log if ctx.is_main else None
+        self._file: IO[str] | None = None
+        if ctx.is_main:
+            truncate_metrics(path, resume_step)
+            self._file = open(path, "a")  # noqa: SIM115  (closed by close())
+
+    def write(self, rec: dict[str, Any]) -> None:
+        """Keep ``rec``, append it to the file (flushed), and pass it to ``on_log``."""
+        self.history.append(rec)
+        if self._file is not None:
+            self._file.write(json.dumps(rec) + "\n")
+            self._file.flush()
+        if self.on_log is not None:
+            self.on_log(rec)
+
+    @property
+    def last_loss(self) -> float:
+        """The loss of the last record (NaN before the first)."""
+        return self.history[-1]["loss"] if self.history else math.nan
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
