@@ -19,8 +19,11 @@ the machine slow down (the run then stops before its schedule ends: ``time_limit
 
 Progress goes to stderr; the last stdout line is one JSON object (accuracies are fractions):
 ``minutes`` (pretraining wall minutes, calibration included), ``linear``, ``knn``,
-``lowshot_1pct`` (+ ``_std``) for the trained encoder, the same with ``raw_`` and ``random_``
-prefixes, and the run's facts (steps, epochs, images, threads, CPU, protocol settings).
+``lowshot_1pct`` (+ ``_std``) for the trained encoder's average-pooled features (the paper's
+readout), the same with ``grid_`` for its 2 x 2 grid of averages (a readout that keeps a coarse
+layout), ``random_`` and ``random_grid_`` for the random init, ``raw_`` for the pixels; ``collapse``
+(one line: did the run collapse, from which step, what to try), and the run's facts (steps,
+epochs, images, threads, CPU, protocol settings).
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ import torch
 
 from ijepa.config import Config, apply_overrides, dataset_spec, validate
 from ijepa.data import ImageSet, load_imageset, parse_spec
+from ijepa.diagnostics import collapse_message, collapse_summary
 from ijepa.eval import knn_classify, linear_probe, lowshot_eval
-from ijepa.evaluate import eval_batches, features_of, poolings_for
+from ijepa.evaluate import features_of, pixel_features
 from ijepa.hardware import cpu_name
 from ijepa.models import build_encoder
 from ijepa.recipes import PRESETS, preset
@@ -217,16 +221,6 @@ def budget_config(cfg: Config, steps: int, ipe: int, *, folder: Path, limit_min:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def pixel_features(data: ImageSet) -> dict[str, torch.Tensor]:
-    """Raw pixels as features: ``{"pixels": (N, C*H*W) (x/255 - mean)/std, "labels": (N,)}``."""
-    size = min(data.images.shape[-2:])
-    parts, labels = [], []
-    for images, y in eval_batches(data, size, batch_size=4096):
-        parts.append(images.flatten(1))
-        labels.append(y)
-    return {"pixels": torch.cat(parts), "labels": torch.cat(labels)}
-
-
 def probe_all(
     train_feats: dict[str, torch.Tensor],
     test_feats: dict[str, torch.Tensor],
@@ -256,6 +250,11 @@ def probe_all(
     return {"knn": knn, "linear": lin, "lowshot": low}
 
 
+#: Readouts of the frozen encoders, each reported under its own label: the paper's average
+#: pooling of the last layer, and a 2 x 2 spatial grid of averages (``ijepa.eval.features``).
+READOUTS = ("avg", "grid")
+
+
 def encoder_results(
     encoder: torch.nn.Module,
     train_set: ImageSet,
@@ -264,19 +263,18 @@ def encoder_results(
     img_size: int,
     seed: int,
     progress: bool,
-) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """Every protocol on an encoder's frozen features, and the poolings the linear grid used."""
+) -> dict[str, dict[str, Any]]:
+    """Every protocol on an encoder's frozen features, for each readout: ``{readout: results}``."""
     device = next(encoder.parameters()).device
-    poolings = poolings_for("linear", depth=len(getattr(encoder, "blocks", [])) or None)
     kw: dict[str, Any] = {
-        "poolings": poolings,
+        "poolings": READOUTS,
         "img_size": img_size,
         "device": device,
         "progress": progress,
     }
     tr = features_of(encoder, train_set, **kw)
     te = features_of(encoder, test_set, **kw)
-    return probe_all(tr, te, knn_key="avg", keys=poolings, seed=seed, device=device), poolings
+    return {r: probe_all(tr, te, knn_key=r, keys=(r,), seed=seed, device=device) for r in READOUTS}
 
 
 def _flat_scores(prefix: str, res: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +287,7 @@ def _flat_scores(prefix: str, res: dict[str, Any]) -> dict[str, Any]:
     return {key: round(float(value), 5) for key, value in scores.items()}
 
 
-def _protocol_settings(res: dict[str, Any], poolings: Sequence[str]) -> dict[str, Any]:
+def _protocol_settings(res: dict[str, Any]) -> dict[str, Any]:
     lin, low, knn = res["linear"], res["lowshot"], res["knn"]
     return {
         "encoder": "target (EMA) encoder; random: same architecture, fresh init",
@@ -298,20 +296,20 @@ def _protocol_settings(res: dict[str, Any], poolings: Sequence[str]) -> dict[str
             "k": knn["k"],
             "temperature": knn["temperature"],
             "similarity": "cosine",
-            "pooling": "avg",
+            "readouts": list(READOUTS),
         },
         "linear": {
-            "poolings": list(poolings),
+            "readouts": list(READOUTS),
             "lrs": sorted({g["lr"] for g in lin["grid"]}),
             "epochs": lin["epochs"],
             "optimizer": lin["optimizer"],
             "val_fraction": lin["val_fraction"],
-            "selection": "best validation top-1 over poolings x lrs",
+            "selection": "best validation top-1 over lrs, per readout",
         },
         "lowshot": {
             "fraction": low["fraction"],
             "draws": low["num_draws"],
-            "poolings": list(poolings),
+            "readouts": list(READOUTS),
             "epochs": low["epochs"],
             "selection": low["selection"],
             "labelled_per_draw": low["draws"][0]["n_labelled"],
@@ -400,7 +398,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pretrain_min = (t_done - clock0) / 60.0
 
     size = cfg.data.crop_size
-    trained, poolings = encoder_results(
+    trained = encoder_results(
         result.models.target_encoder,
         train_set,
         test_set,
@@ -411,7 +409,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed + 1)
         random_enc = build_encoder(result.model_args, attn_impl=cfg.meta.attn_impl)
-    random, _ = encoder_results(
+    random = encoder_results(
         random_enc, train_set, test_set, img_size=size, seed=args.seed, progress=progress
     )
     raw = probe_all(
@@ -423,13 +421,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device=next(result.models.target_encoder.parameters()).device,
     )
     eval_min = (time.perf_counter() - t_done) / 60.0
+    collapse = collapse_summary(result.history)
 
     ips = [rec["img_per_s"] for rec in result.history]
     record: dict[str, Any] = {
         "minutes": round(pretrain_min, 3),
-        **_flat_scores("", trained),
+        **_flat_scores("", trained["avg"]),
         **_flat_scores("raw_", raw),
-        **_flat_scores("random_", random),
+        **_flat_scores("random_", random["avg"]),
+        **_flat_scores("grid_", trained["grid"]),
+        **_flat_scores("random_grid_", random["grid"]),
         "budget_minutes": args.minutes,
         "calibration_minutes": round(cal.seconds / 60.0, 3),
         "train_minutes": round((t_done - t_train) / 60.0, 3),
@@ -447,8 +448,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "test_images": len(test_set),
         "num_classes": train_set.num_classes,
         "model": result.model_args,
-        "linear_best": {"trained": _best(trained), "random": _best(random), "raw": _best(raw)},
-        "protocol": _protocol_settings(trained, poolings),
+        "linear_best": {
+            "trained": {r: _best(trained[r]) for r in READOUTS},
+            "random": {r: _best(random[r]) for r in READOUTS},
+            "raw": _best(raw),
+        },
+        "protocol": _protocol_settings(trained["avg"]),
+        "collapse": collapse_message(collapse),
+        "min_late_probe_rank": collapse["min_late_probe_rank"],
+        "collapsed": collapse["collapsed"],
         "threads": torch.get_num_threads(),
         "device": str(next(result.models.target_encoder.parameters()).device),
         "cpu": cpu_name(),
@@ -466,17 +474,20 @@ def format_table(rec: dict[str, Any]) -> str:
         f"{rec['data']}: {rec['steps']} steps ({rec['epochs']:.2f} epochs) in {rec['minutes']:.2f} "
         f"min of pretraining (budget {rec['budget_minutes']:g}), {rec['train_images']} train / "
         f"{rec['test_images']} test images",
-        f"{'features':<24}{'linear':>10}{'kNN':>10}{'1 % low-shot':>18}",
+        f"{'features':<30}{'linear':>10}{'kNN':>10}{'1 % low-shot':>18}",
     ]
     for label, prefix in (
-        ("I-JEPA target encoder", ""),
-        ("random init", "random_"),
+        ("I-JEPA, avg pool", ""),
+        ("I-JEPA, 2x2 grid pool", "grid_"),
+        ("random init, avg pool", "random_"),
+        ("random init, 2x2 grid pool", "random_grid_"),
         ("raw pixels", "raw_"),
     ):
         lines.append(
-            f"{label:<24}{rec[prefix + 'linear']:>10.4f}{rec[prefix + 'knn']:>10.4f}"
+            f"{label:<30}{rec[prefix + 'linear']:>10.4f}{rec[prefix + 'knn']:>10.4f}"
             f"{rec[prefix + 'lowshot_1pct']:>11.4f} ± {rec[prefix + 'lowshot_1pct_std']:.4f}"
         )
+    lines.append(rec["collapse"])
     return "\n".join(lines)
 
 

@@ -14,55 +14,89 @@ from torch import nn
 
 from ijepa.config import Config, dataset_spec
 from ijepa.data import load_imageset
-from ijepa.evaluate import quick_probe
+from ijepa.diagnostics import collapse_message, collapse_summary
+from ijepa.evaluate import quick_probe, raw_probe
 from ijepa.models import build_encoder
 from ijepa.train.local_launch import launch_local
 from ijepa.train.loop import train
+from ijepa.viz.curves import read_metrics
 from ijepa.viz.runs import load_run
 
 logger = logging.getLogger(__name__)
 
 
-def _train(cfg: Config, procs: int) -> tuple[nn.Module, dict[str, Any], int, Any]:
-    """Pretrain in this process or in ``procs`` local ranks: (target encoder, model_args, step, run dir)."""
+def _train(
+    cfg: Config, procs: int
+) -> tuple[nn.Module, dict[str, Any], int, Any, list[dict[str, Any]]]:
+    """Pretrain in this process or in ``procs`` local ranks.
+
+    Returns:
+        (target encoder, model_args, step, run dir, metrics records).
+    """
     if procs == 1:
         result = train(cfg)
-        return result.models.target_encoder, result.model_args, result.step, result.run_dir
+        return (
+            result.models.target_encoder,
+            result.model_args,
+            result.step,
+            result.run_dir,
+            result.history,
+        )
     run_dir = launch_local(cfg, procs, threads=max(1, (os.cpu_count() or 1) // procs))
     run = load_run(run_dir)
-    return run.models.target_encoder, run.model_args, run.step, run_dir
+    history = read_metrics(Path(run_dir) / "metrics.jsonl")
+    return run.models.target_encoder, run.model_args, run.step, run_dir, history
 
 
-def run_demo(cfg: Config, *, procs: int = 1) -> dict[str, Any]:
-    """Pretrain as configured, evaluate trained vs random-init encoders, save and return figures.
+def run_demo(
+    cfg: Config, *, procs: int = 1, readouts: tuple[str, ...] = ("avg", "grid")
+) -> dict[str, Any]:
+    """Pretrain as configured, evaluate trained vs random-init vs raw pixels, save the figures.
 
     Args:
         cfg: the run's config (the ``demo`` preset and overrides).
         procs: training processes; above 1, :func:`ijepa.train.local_launch.launch_local` splits
             the same global batch over that many 1-thread ranks (faster on a small CPU).
+        readouts: how frozen features are read (see :data:`ijepa.evaluate.READOUTS`); the
+            first is the headline (flat ``knn_*``/``linear_*`` keys), every one is reported
+            under ``"readouts"`` for the trained and the random-init encoder alike.
+
+    Returns:
+        The summary that is also written to ``RUN/demo_results.json``.
     """
     t0 = time.perf_counter()
-    target_encoder, model_args, steps, run_dir = _train(cfg, procs)
+    target_encoder, model_args, steps, run_dir, history = _train(cfg, procs)
     train_minutes = (time.perf_counter() - t0) / 60
     spec = dataset_spec(cfg)
     train_set = load_imageset(spec, "train")
     test_set = load_imageset(spec, "test")
     size = cfg.data.crop_size
     progress = cfg.logging.progress
-    trained = quick_probe(target_encoder, train_set, test_set, img_size=size, progress=progress)
-    torch.manual_seed(cfg.meta.seed + 1)
-    random_enc = build_encoder(model_args, attn_impl=cfg.meta.attn_impl)
-    random = quick_probe(random_enc, train_set, test_set, img_size=size, progress=progress)
+    kw: dict[str, Any] = {"img_size": size, "progress": progress, "readouts": readouts}
+    trained = quick_probe(target_encoder, train_set, test_set, **kw)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.meta.seed + 1)
+        random_enc = build_encoder(model_args, attn_impl=cfg.meta.attn_impl)
+    random = quick_probe(random_enc, train_set, test_set, **kw)
+    raw = raw_probe(train_set, test_set)
+    head = readouts[0]
+    collapse = collapse_summary(history)
     summary = {
         "dataset": spec,
         "train_images": len(train_set),
         "test_images": len(test_set),
         "steps": steps,
         "train_processes": procs,
-        "knn_trained": trained["knn"],
-        "knn_random": random["knn"],
-        "linear_trained": trained["linear"],
-        "linear_random": random["linear"],
+        "readout": head,
+        "knn_trained": trained[head]["knn"],
+        "knn_random": random[head]["knn"],
+        "knn_raw": raw["knn"],
+        "linear_trained": trained[head]["linear"],
+        "linear_random": random[head]["linear"],
+        "linear_raw": raw["linear"],
+        "readouts": {r: {"trained": trained[r], "random": random[r]} for r in readouts},
+        "collapse": collapse_message(collapse),
+        "min_late_probe_rank": collapse["min_late_probe_rank"],
         "train_minutes": round(train_minutes, 2),
         "minutes": round((time.perf_counter() - t0) / 60, 2),
         "run_dir": str(run_dir),
@@ -72,13 +106,21 @@ def run_demo(cfg: Config, *, procs: int = 1) -> dict[str, Any]:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """A small human-readable comparison table."""
+    """A small human-readable comparison table (every readout, raw pixels, the collapse line)."""
     lines = [
         f"I-JEPA demo on '{summary['dataset']}' ({summary['train_images']} train / "
         f"{summary['test_images']} held-out images, {summary['steps']} steps, "
         f"{summary['minutes']:.1f} min)",
-        f"{'encoder':<22}{'kNN top-1':>12}{'linear top-1':>15}",
-        f"{'I-JEPA target encoder':<22}{summary['knn_trained']:>12.3f}{summary['linear_trained']:>15.3f}",
-        f"{'random init':<22}{summary['knn_random']:>12.3f}{summary['linear_random']:>15.3f}",
+        f"{'features':<34}{'kNN top-1':>12}{'linear top-1':>15}",
     ]
+    for readout, res in summary["readouts"].items():
+        for who, label in (("trained", "I-JEPA target encoder"), ("random", "random init")):
+            name = f"{label}, {READOUT_LABELS.get(readout, readout)}"
+            lines.append(f"{name:<34}{res[who]['knn']:>12.3f}{res[who]['linear']:>15.3f}")
+    lines.append(f"{'raw pixels':<34}{summary['knn_raw']:>12.3f}{summary['linear_raw']:>15.3f}")
+    lines.append(summary["collapse"])
     return "\n".join(lines)
+
+
+#: How the table names each readout.
+READOUT_LABELS = {"avg": "avg pool", "grid": "2x2 grid pool"}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -31,6 +31,8 @@ __all__ = [
     "DEFAULT_RANK_THRESHOLD",
     "DEFAULT_STD_THRESHOLD",
     "CollapseMonitor",
+    "collapse_message",
+    "collapse_summary",
     "correlation_dimension",
     "effective_rank",
     "feature_std",
@@ -268,3 +270,73 @@ class CollapseMonitor:
             if self.log and (self._low_for[key] - 1) % self.log_every == 0:
                 logger.warning("%s; the representation may be collapsing", message)
         return warnings
+
+
+def collapse_summary(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    std_threshold: float = DEFAULT_STD_THRESHOLD,
+    rank_threshold: float = DEFAULT_RANK_THRESHOLD,
+) -> dict[str, Any]:
+    """What a run's metrics records say about collapse, for end-of-run reports.
+
+    Args:
+        history: the run's metrics records in step order (``step``, ``target_std``,
+            ``probe_rank``), as the training loop logs them.
+        std_threshold, rank_threshold: the alarm levels.
+
+    Returns:
+        ``min_late_probe_rank`` / ``min_late_target_std``: the smallest values over the second
+        half of the records (NaN when absent); ``final_probe_rank`` / ``final_target_std``;
+        ``collapsed``: whether the last record is in alarm; ``collapse_step``: the step from which
+        the alarm held without a break to the end (None when not collapsed).
+    """
+    monitor = CollapseMonitor(std_threshold, rank_threshold, log=False)
+    in_alarm = [bool(monitor.update(rec)) for rec in history]
+    collapse_step = None
+    if in_alarm and in_alarm[-1]:
+        i = len(in_alarm) - 1
+        while i > 0 and in_alarm[i - 1]:
+            i -= 1
+        collapse_step = history[i].get("step")
+    late = history[len(history) // 2 :]
+
+    def smallest(key: str) -> float:
+        values = [float(r[key]) for r in late if r.get(key) is not None]
+        return min(values) if values else math.nan
+
+    def final(key: str) -> float:
+        values = [float(r[key]) for r in history if r.get(key) is not None]
+        return values[-1] if values else math.nan
+
+    return {
+        "min_late_probe_rank": smallest("probe_rank"),
+        "min_late_target_std": smallest("target_std"),
+        "final_probe_rank": final("probe_rank"),
+        "final_target_std": final("target_std"),
+        "collapsed": collapse_step is not None,
+        "collapse_step": collapse_step,
+    }
+
+
+#: What to try when a run collapsed (said at the end of training; see ``docs/recipes.md``).
+COLLAPSE_ADVICE = (
+    "try meta.regularizer=sigreg (an anti-collapse term), a predictor as wide as the encoder "
+    "(meta.pred_emb_dim), meta.patch_init_std=0.2 for small patches, or an EMA start of 0.99 "
+    "(optimization.ema); see docs/recipes.md"
+)
+
+
+def collapse_message(summary: Mapping[str, Any]) -> str:
+    """One line for the end of a run, from :func:`collapse_summary`'s result."""
+    rank, std = summary["final_probe_rank"], summary["final_target_std"]
+    if summary["collapsed"]:
+        return (
+            f"COLLAPSED: the representation collapsed from step {summary['collapse_step']} to "
+            f"the end (probe rank {rank:.1f}, target std {std:.3f} at the last record); "
+            f"{COLLAPSE_ADVICE}"
+        )
+    return (
+        f"no collapse: smallest probe rank over the second half of training "
+        f"{summary['min_late_probe_rank']:.1f}, target std {summary['min_late_target_std']:.3f}"
+    )

@@ -153,6 +153,46 @@ def poolings_for(protocol: str, *, depth: int | None = None) -> tuple[str, ...]:
     return ("avg",)
 
 
+def pixel_features(data: ImageSet, *, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+    """Raw pixels as features (the trivial baseline every encoder must beat).
+
+    Returns:
+        ``{"pixels": (N, C*H*W) float32, "labels": (N,)}``: the images at their own size,
+        ``(x/255 - mean)/std`` with the set's statistics, flattened.
+    """
+    size = min(data.images.shape[-2:])
+    parts, labels = [], []
+    for images, y in eval_batches(data, size, batch_size=batch_size):
+        parts.append(images.flatten(1))
+        labels.append(y)
+    return {"pixels": torch.cat(parts), "labels": torch.cat(labels)}
+
+
+#: Readouts of frozen features that :func:`quick_probe` knows: the paper's average pooling of the
+#: last layer, and a 2 x 2 spatial grid of averages (see :mod:`ijepa.eval.features`).
+READOUTS = ("avg", "grid")
+
+
+def probe_features(
+    train: dict[str, torch.Tensor],
+    test: dict[str, torch.Tensor],
+    key: str,
+    *,
+    lowshot: bool = False,
+    seed: int = 0,
+) -> dict[str, float]:
+    """kNN (k=20, cosine), linear-probe (and 1 % low-shot) top-1 of one feature entry."""
+    ytr, yte = train["labels"], test["labels"]
+    out = {
+        "knn": float(knn_classify(train[key], ytr, test[key], yte)["top1"]),
+        "linear": float(linear_probe(train, ytr, test, yte, keys=(key,), seed=seed)["top1"]),
+    }
+    if lowshot:
+        res = lowshot_eval(train, ytr, test, yte, fraction=0.01, keys=(key,), seed=seed)
+        out["lowshot_1pct"] = float(res["mean"])
+    return out
+
+
 def quick_probe(
     encoder: nn.Module,
     train_set: ImageSet,
@@ -161,16 +201,23 @@ def quick_probe(
     img_size: int | None = None,
     progress: bool = True,
     lowshot: bool = False,
-) -> dict[str, float]:
-    """kNN, linear (and optionally 1 % low-shot) top-1 of average-pooled features."""
-    kw: dict[str, Any] = {"poolings": ("avg",), "img_size": img_size, "progress": progress}
+    readouts: Sequence[str] = ("avg",),
+) -> dict[str, dict[str, float]]:
+    """kNN, linear (and optionally 1 % low-shot) top-1 of an encoder's frozen features.
+
+    Returns:
+        ``{readout: {"knn": ..., "linear": ...[, "lowshot_1pct": ...]}}`` for each readout.
+    """
+    kw: dict[str, Any] = {"poolings": tuple(readouts), "img_size": img_size, "progress": progress}
     tr = features_of(encoder, train_set, **kw)
     te = features_of(encoder, test_set, **kw)
-    out = {
-        "knn": float(knn_classify(tr["avg"], tr["labels"], te["avg"], te["labels"])["top1"]),
-        "linear": float(linear_probe(tr, tr["labels"], te, te["labels"])["top1"]),
-    }
-    if lowshot:
-        res = lowshot_eval(tr, tr["labels"], te, te["labels"], fraction=0.01)
-        out["lowshot_1pct"] = float(res["mean"])
-    return out
+    return {r: probe_features(tr, te, r, lowshot=lowshot) for r in readouts}
+
+
+def raw_probe(
+    train_set: ImageSet, test_set: ImageSet, *, lowshot: bool = False
+) -> dict[str, float]:
+    """The same protocols as :func:`quick_probe` on raw pixels (:func:`pixel_features`)."""
+    return probe_features(
+        pixel_features(train_set), pixel_features(test_set), "pixels", lowshot=lowshot
+    )

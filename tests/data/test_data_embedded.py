@@ -60,7 +60,8 @@ def test_label_balance_shape_and_count() -> None:
 
 
 def test_layout_objects_inside_apart_and_main_largest() -> None:
-    from ijepa.data.embedded import _EXTENT, _sample_layout
+    from ijepa.data.layouts import _sample_layout
+    from ijepa.data.render import EXTENT as _EXTENT
 
     g = torch.Generator().manual_seed(0)
     shape = torch.arange(400) % 5

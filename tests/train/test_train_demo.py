@@ -22,10 +22,18 @@ def test_demo_prints_the_comparison_and_saves_it(tmp_path, capsys):
     code = _tiny_demo(out, procs=1)
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert "random init" in "\n".join(lines)
+    table = "\n".join(lines)
+    assert "random init" in table and "raw pixels" in table and "2x2 grid pool" in table
     summary = json.loads(lines[-1])
-    for key in ("knn_trained", "knn_random", "linear_trained", "linear_random"):
+    for key in ("knn_trained", "knn_random", "knn_raw", "linear_trained", "linear_random"):
         assert 0.0 <= summary[key] <= 1.0, key
+    assert 0.0 <= summary["linear_raw"] <= 1.0
+    assert summary["readout"] == "avg" and set(summary["readouts"]) == {"avg", "grid"}
+    for res in summary["readouts"].values():
+        assert 0.0 <= res["trained"]["knn"] <= 1.0 and 0.0 <= res["random"]["linear"] <= 1.0
+    # the run's collapse verdict is said in one line, in the table and the JSON
+    assert summary["collapse"] in table
+    assert summary["collapse"].startswith(("no collapse", "COLLAPSED"))
     assert summary["steps"] == 4 and summary["train_images"] == summary["test_images"] == 256
     assert summary["minutes"] > 0
     saved = json.loads((out / "demo_results.json").read_text())

@@ -3,8 +3,9 @@
 Options (keyword arguments) per kind; an unknown option raises :class:`DataSpecError`:
 
 - ``embedded``: ``size``, ``image_size`` (32), ``label`` ("shape" | "count"), ``seed`` (0),
-  ``layout`` ("object" | "scene"), and for the scene layout ``max_distractors`` (3) and
-  ``background`` ("textured" | "plain"). ``"embedded:N"`` sets ``size``.
+  ``layout`` ("shapes" | "object" | "scene"), and for the scene layout ``max_distractors`` (3)
+  and ``background`` ("textured" | "plain"). ``"embedded:N"`` sets ``size``, ``"embedded:LAYOUT"``
+  the layout (see :func:`ijepa.data.spec.embedded_options`).
 - ``fashion-mnist``: ``download`` (True).
 - ``imagefolder``: ``image_size`` (64), ``grayscale`` (False), ``max_images`` (100 000).
 - ``hf``: ``image_column``, ``label_column`` ("label"), ``image_size``, ``grayscale``, ``mean``,
@@ -26,7 +27,7 @@ from ijepa.data.fashion_mnist import load_fashion_mnist
 from ijepa.data.folder import ImageFolderDataset, fit_square
 from ijepa.data.hf import GREY_MEAN, GREY_STD, load_hf
 from ijepa.data.imageset import ImageSet
-from ijepa.data.spec import DataSpecError, normalize_split, parse_spec
+from ijepa.data.spec import DataSpecError, embedded_options, normalize_split, parse_spec
 from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["OPTIONS", "load_imagefolder", "load_imageset"]
@@ -78,10 +79,10 @@ def load_imageset(
             f"unknown option(s) {unknown} for data kind '{kind}'; valid: {list(OPTIONS[kind])}"
         )
     if kind == "embedded":
-        if arg is not None:
-            if "size" in opts and opts["size"] != int(arg):
-                raise DataSpecError(f"spec {spec!r} and size={opts['size']} disagree")
-            opts["size"] = int(arg)
+        for key, value in embedded_options(arg, spec).items() if arg is not None else ():
+            if key in opts and opts[key] != value:
+                raise DataSpecError(f"spec {spec!r} and {key}={opts[key]!r} disagree")
+            opts[key] = value
         return load_embedded(split, EmbeddedConfig(**opts))
     if kind == "fashion-mnist":
         return load_fashion_mnist(split, arg, root=root, **opts)

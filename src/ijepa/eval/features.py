@@ -6,6 +6,11 @@ after its final norm. Poolings:
 - ``"avg"``: mean of the last layer's patch tokens, ``(N_images, D)`` float32.
 - ``"avg4"``: the means of the last 4 layers' patch tokens concatenated (earliest layer first),
   ``(N_images, 4D)`` float32. Needs ``encoder.get_intermediate_layers(x, 4, norm=True)``.
+- ``"grid"``: the last layer's patch tokens averaged over a 2 x 2 grid of image quadrants
+  (adaptive average pooling of the token grid; on an odd grid the middle row and column count in
+  both halves), concatenated in row-major quadrant order, ``(N_images, 4D)`` float32. Average
+  pooling discards where things are; on small centred images the layout is much of what raw
+  pixels keep, and this readout keeps a coarse version of it at the same size as ``"avg4"``.
 - ``"tokens"``: all patch tokens of the last layer, ``(N_images, N, D)`` in ``tokens_dtype``
   (float16 by default, to halve memory) for the attentive probe.
 
@@ -29,7 +34,9 @@ from ijepa.eval.checks import LABELS_KEY
 logger = logging.getLogger(__name__)
 
 #: The poolings ``extract_features`` knows.
-POOLINGS = ("avg", "avg4", "tokens")
+POOLINGS = ("avg", "avg4", "grid", "tokens")
+#: Side of the spatial grid of the ``"grid"`` pooling.
+GRID_SIDE = 2
 #: Number of layers concatenated by the ``"avg4"`` pooling.
 AVG4_LAYERS = 4
 
@@ -80,6 +87,20 @@ def _forward_tokens(
     return _check_tokens(encoder(images), "encoder(x)", batch), []
 
 
+def grid_pool(tokens: Tensor, side: int = GRID_SIDE) -> Tensor:
+    """Average ``(B, N, D)`` patch tokens over a ``side x side`` grid: ``(B, side*side*D)``.
+
+    ``N`` must be a square number (a square patch grid).
+    """
+    b, n, d = tokens.shape
+    h = round(n**0.5)
+    if h * h != n:
+        raise ValueError(f"grid pooling needs a square patch grid, got {n} tokens")
+    grid = tokens.transpose(1, 2).reshape(b, d, h, h)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(grid, side)  # (B, D, side, side)
+    return pooled.permute(0, 2, 3, 1).reshape(b, side * side * d)
+
+
 def extract_features(
     encoder: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
@@ -100,7 +121,8 @@ def extract_features(
     Args:
         encoder: Module mapping images ``(B, C, H, W)`` to patch tokens ``(B, N, D)``.
         batches: Iterable of ``(images (B, C, H, W) float, labels (B,) int)``.
-        poolings: Any of ``"avg"``, ``"avg4"``, ``"tokens"`` (see the module docstring).
+        poolings: Any of ``"avg"``, ``"avg4"``, ``"grid"``, ``"tokens"`` (see the module
+            docstring).
         device: Device the forward runs on; results are returned on the CPU.
         bf16: Run the forward under bfloat16 autocast (pooled features are still float32).
         tokens_dtype: Storage dtype of the ``"tokens"`` entry (float16, bfloat16 or float32).
@@ -109,7 +131,7 @@ def extract_features(
 
     Returns:
         ``{pooling: features}`` for each requested pooling plus ``"labels"`` int64 ``(N_images,)``.
-        ``"avg"``: ``(N_images, D)``; ``"avg4"``: ``(N_images, 4D)``; ``"tokens"``:
+        ``"avg"``: ``(N_images, D)``; ``"avg4"`` and ``"grid"``: ``(N_images, 4D)``; ``"tokens"``:
         ``(N_images, N, D)``.
     """
     chosen = _check_poolings(poolings, encoder)
@@ -153,6 +175,8 @@ def extract_features(
                     parts["avg4"].append(
                         torch.cat([t.float().mean(dim=1) for t in layers], dim=1).cpu()
                     )
+                if "grid" in chosen:
+                    parts["grid"].append(grid_pool(last.float()).cpu())
                 if "tokens" in chosen:
                     tokens = last.to(tokens_dtype)
                     if not bool(torch.isfinite(tokens).all()):
