@@ -231,3 +231,49 @@ def _stroke(
     dist = torch.hypot((along.abs() - half_len).clamp_min(0.0), across) - half_width
     drawn = (torch.rand(b, generator=g) < _CLUTTER_P).float()[:, None, None]
     return (0.5 - dist).clamp(0.0, 1.0) * drawn
+
+
+_MULTI_N = (2, 4)  # objects per image (inclusive), all of the image's class
+_MULTI_R = (4.5, 7.5)
+
+
+def render_multi(
+    b: int, s: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Several objects of one class per image (research prototype)."""
+    scale = s / 32.0
+    shape = torch.randperm(b, generator=g) % len(SHAPES)
+    ys, xs = torch.meshgrid(torch.arange(s) + 0.5, torch.arange(s) + 0.5, indexing="ij")
+    img, bg_lo, bg_hi, bg_dir = background(b, s, xs, ys, _SHAPES_PLAIN, g)
+    if _SHAPES_GREY:
+        img = img.mean(dim=1, keepdim=True).expand(b, 3, s, s).clone()
+    for _ in range(_CLUTTER):
+        alpha = _stroke(b, s, xs, ys, scale, g)
+        colour = torch.rand(b, 3, generator=g)
+        if _SHAPES_GREY:
+            colour = colour.mean(dim=1, keepdim=True).expand(b, 3)
+        img = img + alpha[:, None] * (colour[:, :, None, None] - img)
+    count = torch.randint(_MULTI_N[0], _MULTI_N[1] + 1, (b,), generator=g)
+    for k in range(_MULTI_N[1]):
+        on = (count > k).float()[:, None, None]
+        r = uniform(g, *_MULTI_R, b) * scale
+        rad = r * EXTENT[shape]
+        cx = rad + (s - 2 * rad) * torch.rand(b, generator=g)
+        cy = rad + (s - 2 * rad) * torch.rand(b, generator=g)
+        t = gradient_t(cx[:, None, None], cy[:, None, None], s, bg_dir)[:, 0, 0]
+        local = bg_lo + (bg_hi - bg_lo) * t[:, None]
+        colour = contrasting_colour(local, g)
+        if _SHAPES_GREY:
+            level = local.mean(dim=1)
+            delta = uniform(g, *_SHAPES_CONTRAST, b)
+            up = level + delta <= 1.0
+            down = level - delta >= 0.0
+            coin = torch.rand(b, generator=g).lt(0.5).float() * 2 - 1
+            sign = torch.where(up & down, coin, up.float() * 2 - 1)
+            colour = (level + sign * delta).clamp(0.0, 1.0)[:, None].expand(b, 3)
+        alpha, shade = object_mask(shape, cx, cy, r, xs, ys, g)
+        fill = colour[:, :, None, None] * (1.0 + shade[:, None])
+        img = img + (alpha * on)[:, None] * (fill - img)
+    img = img + uniform(g, 0.0, 0.05, b, 1, 1, 1) * torch.randn(b, 3, s, s, generator=g)
+    images = (img.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return images, shape.long(), count.long()
