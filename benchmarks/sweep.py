@@ -81,7 +81,7 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
 
     from ijepa.diagnostics import collapse_summary
     from ijepa.evaluate import features_of
-    from ijepa.train.build import build_encoder
+    from ijepa.models import build_encoder
     from ijepa.train.loop import train
 
     torch.set_num_threads(args.threads)
