@@ -35,7 +35,7 @@ def _setup(attn="plain", seed=0):
 
 def test_targets_are_layernormed_and_ordered():
     models, images, _, mp = _setup()
-    t, std = compute_targets(models.target_encoder, images, mp, nenc=1)
+    t, std, img_std = compute_targets(models.target_encoder, images, mp, nenc=1)
     full = F.layer_norm(models.target_encoder(images), (48,))
     m, b, k = mp.shape
     assert t.shape == (m * b, k, 48)
@@ -44,6 +44,21 @@ def test_targets_are_layernormed_and_ordered():
         for j in range(b):
             assert torch.allclose(t[i * b + j], full[j, mp[i, j]], atol=1e-6)
     assert std.ndim == 0 and std > 0
+    torch.testing.assert_close(img_std, full.std(dim=0).mean())
+
+
+def test_target_image_std_is_zero_for_position_only_targets():
+    """Targets that depend on the position only (a known collapse) have image std 0."""
+
+    class PositionOnly(torch.nn.Module):
+        def forward(self, x):
+            pos = torch.arange(16 * 8, dtype=torch.float32).reshape(1, 16, 8).sin()
+            return pos.expand(x.shape[0], 16, 8)
+
+    images = torch.randn(6, 3, 16, 16)
+    mp = torch.zeros(1, 6, 2, dtype=torch.long)
+    _, std, img_std = compute_targets(PositionOnly(), images, mp, nenc=1)
+    assert float(std) > 0.5 and float(img_std) == 0.0
 
 
 def test_gradients_reach_encoder_and_predictor_only():

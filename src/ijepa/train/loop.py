@@ -26,6 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ijepa.config import Config, validate
+from ijepa.diagnostics import collapse_message, collapse_summary
 from ijepa.dist import DistContext, dist_info_from_env, resolve_device
 from ijepa.models import JEPAModels
 from ijepa.train.guards import TimeLimit, check_finite, nonfinite_weights, translated_errors
@@ -117,6 +118,10 @@ def train(cfg: Config, *, on_log: Callable[[dict[str, Any]], None] | None = None
                 if timed_out:
                     clock.report_stop(done, end)
                     break
+    if ctx.is_main and log.history:
+        verdict = collapse_summary(log.history)
+        say = logger.warning if verdict["collapsed"] else logger.info
+        say("%s", collapse_message(verdict))
     if meter.skipped:
         logger.warning("%d step(s) were skipped for a non-finite loss", meter.skipped)
     if ckpt.failures:

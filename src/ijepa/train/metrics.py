@@ -28,7 +28,15 @@ from ijepa.train.step import StepOutput
 logger = logging.getLogger(__name__)
 
 #: The quantities gathered from every rank at a log step, in the order they travel.
-_GATHERED = ("loss_sum", "target_std_sum", "steps", "first_nonfinite_step", "nonfinite_weights")
+_GATHERED = (
+    "loss_sum",
+    "target_std_sum",
+    "target_img_std_sum",
+    "reg_sum",
+    "steps",
+    "first_nonfinite_step",
+    "nonfinite_weights",
+)
 
 
 @dataclass
@@ -38,6 +46,8 @@ class Totals:
     Attributes:
         loss_sum: sum of the losses of the steps counted.
         target_std_sum: sum of their target-feature stds.
+        target_img_std_sum: sum of their across-image target stds (``StepOutput.target_img_std``).
+        reg_sum: sum of their (unweighted) regulariser values (0 without a regulariser).
         steps: steps counted (on all ranks together; skipped steps are not counted).
         first_nonfinite_step: the first step whose loss was NaN/Inf on any rank, or None.
         nonfinite_weights: parameter tensors holding NaN/Inf (0 unless weights were checked).
@@ -45,6 +55,8 @@ class Totals:
 
     loss_sum: float
     target_std_sum: float
+    target_img_std_sum: float
+    reg_sum: float
     steps: float
     first_nonfinite_step: int | None
     nonfinite_weights: float
@@ -63,6 +75,9 @@ class StepMeter:
         self.world_size = world_size
         self.loss_sum = torch.zeros((), device=device)
         self.target_std_sum = torch.zeros((), device=device)
+        self.target_img_std_sum = torch.zeros((), device=device)
+        self.reg_sum = torch.zeros((), device=device)
+        self.has_reg = False
         self.first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=device)
         self.steps = 0
         self.skipped = 0
@@ -86,6 +101,11 @@ class StepMeter:
         self.first_nonfinite_step = torch.where(~torch.isfinite(loss) & (first < 0), step, first)
         self.loss_sum += loss
         self.target_std_sum += out.target_std
+        if out.target_img_std is not None:
+            self.target_img_std_sum += out.target_img_std
+        if out.reg is not None:
+            self.reg_sum += out.reg
+            self.has_reg = True
         self.steps += 1
 
     def gather(self, ctx: DistContext, nonfinite_weights: torch.Tensor | None = None) -> Totals:
@@ -99,6 +119,8 @@ class StepMeter:
         mine = {
             "loss_sum": self.loss_sum.double(),
             "target_std_sum": self.target_std_sum.double(),
+            "target_img_std_sum": self.target_img_std_sum.double(),
+            "reg_sum": self.reg_sum.double(),
             "steps": torch.tensor(float(self.steps), dtype=torch.float64, device=self.device),
             "first_nonfinite_step": self.first_nonfinite_step.double(),
             "nonfinite_weights": zero if nonfinite_weights is None else nonfinite_weights.double(),
@@ -110,6 +132,8 @@ class StepMeter:
         return Totals(
             loss_sum=float(column["loss_sum"].sum()),
             target_std_sum=float(column["target_std_sum"].sum()),
+            target_img_std_sum=float(column["target_img_std_sum"].sum()),
+            reg_sum=float(column["reg_sum"].sum()),
             steps=float(column["steps"].sum()),
             first_nonfinite_step=int(bad.min()) if bad.numel() else None,
             nonfinite_weights=float(column["nonfinite_weights"].sum()),
@@ -137,10 +161,15 @@ class StepMeter:
             "target_tokens": self.target_tokens,
             "img_per_s": self._images / max(1e-9, now - self._since),
             "target_std": totals.target_std_sum / count,
+            "target_img_std": totals.target_img_std_sum / count,
             "skipped_steps": self.skipped,
         }
+        if self.has_reg:
+            rec["reg"] = totals.reg_sum / count
         self.loss_sum.zero_()
         self.target_std_sum.zero_()
+        self.target_img_std_sum.zero_()
+        self.reg_sum.zero_()
         self.steps = 0
         self._images = 0
         self._since = time.perf_counter()

@@ -27,16 +27,19 @@ from ijepa.train.optim import set_lr_wd
 
 @dataclass
 class StepOutput:
-    """Device tensors (never synchronised here): the loss and the target-feature std.
+    """Device tensors (never synchronised here): the loss and the collapse monitors.
 
     ``loss`` is what is back-propagated (prediction loss plus the weighted regulariser);
-    ``reg`` is the unweighted regulariser (zero without one).
+    ``reg`` is the unweighted regulariser (None without one). ``target_std`` is the std of the
+    layer-normed target features over every image and position; ``target_img_std`` their std
+    over the images at each position (zero when the targets depend on the position only).
     """
 
     loss: torch.Tensor
     target_std: torch.Tensor
     skipped: bool = False
     reg: torch.Tensor | None = None
+    target_img_std: torch.Tensor | None = None
 
 
 #: A regulariser of the context encoder's output ``(B, K, D)`` at a step: a scalar tensor.
@@ -52,7 +55,7 @@ def autocast_context(device_type: str, enabled: bool) -> contextlib.AbstractCont
 
 def compute_targets(
     target_encoder: nn.Module, images: torch.Tensor, masks_pred: torch.Tensor, nenc: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Layer-normed target-encoder features of the target blocks.
 
     Args:
@@ -61,20 +64,24 @@ def compute_targets(
         nenc: number of context masks; targets are repeated to match the predictor's batch.
 
     Returns:
-        targets (M * nenc * B, Kt, D) in (target block, context mask, image) order, and the mean
-        per-dimension std of the normalised target features (a collapse monitor), both without
-        gradients.
+        targets (M * nenc * B, Kt, D) in (target block, context mask, image) order, the mean
+        per-dimension std of the normalised target features over all images and positions, and
+        the mean over positions and dimensions of their std over the images (collapse monitors:
+        the second is zero for targets that say where a patch is but nothing of the image), all
+        without gradients.
     """
     with torch.no_grad():
         h = target_encoder(images)  # (B, N, D)
         h = F.layer_norm(h, (h.size(-1),))  # no affine parameters, eps 1e-5
-        std = h.float().flatten(0, 1).std(dim=0).mean()
+        hf = h.float()
+        std = hf.flatten(0, 1).std(dim=0).mean()
+        img_std = hf.std(dim=0).mean() if hf.shape[0] > 1 else torch.zeros_like(std)
         t = apply_masks(h, masks_pred)  # (M * B, Kt, D)
         if nenc > 1:
             m, b = masks_pred.shape[0], masks_pred.shape[1]
             t = t.view(m, 1, b, *t.shape[1:]).expand(m, nenc, b, *t.shape[1:])
             t = t.reshape(m * nenc * b, *t.shape[3:])
-    return t, std
+    return t, std, img_std
 
 
 def jepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "smooth_l1") -> torch.Tensor:
@@ -111,16 +118,18 @@ def forward_loss(
     """
     device_type = images.device.type
     with autocast_context(device_type, bf16):
-        targets, std = compute_targets(
+        targets, std, img_std = compute_targets(
             models.target_encoder, images, masks_pred, nenc=masks_enc.shape[0]
         )
         z = models.encoder(images, masks_enc)  # (nenc * B, Kc, D)
         pred = models.predictor(z, masks_enc, masks_pred)  # (M * nenc * B, Kt, D)
     loss = jepa_loss(pred, targets, loss_kind)
     if regularizer is None:
-        return StepOutput(loss=loss, target_std=std)
+        return StepOutput(loss=loss, target_std=std, target_img_std=img_std)
     reg = regularizer(z, step)
-    return StepOutput(loss=loss + reg_weight * reg, target_std=std, reg=reg.detach())
+    return StepOutput(
+        loss=loss + reg_weight * reg, target_std=std, reg=reg.detach(), target_img_std=img_std
+    )
 
 
 @torch.no_grad()
