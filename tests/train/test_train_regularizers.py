@@ -94,3 +94,5 @@ def test_training_with_sigreg_runs(tmp_path) -> None:
     result = train(cfg)
     assert result.step == 3
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.history)
+    # the regulariser took part: its value is in every record, and the loss includes it
+    assert all(r["reg"] > 0 for r in result.history)

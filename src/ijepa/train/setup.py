@@ -22,6 +22,7 @@ from ijepa.models import JEPAModels, build_models
 from ijepa.train.build import (
     Batch,
     TrainBatches,
+    build_regularizer,
     model_args_from_config,
     schedules_for,
 )
@@ -231,4 +232,5 @@ def start_run(cfg: Config, ctx: DistContext, phase: Phase) -> Run:
         resume,
         end_step,
         checkpointer,
+        build_regularizer(cfg),
     )
