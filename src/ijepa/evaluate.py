@@ -131,16 +131,23 @@ def run_protocol(
     test: dict[str, torch.Tensor],
     **options: Any,
 ) -> dict[str, Any]:
-    """Run one protocol on cached features (``train``/``test`` from :func:`features_of`)."""
+    """Run one protocol on cached features (``train``/``test`` from :func:`features_of`).
+
+    kNN reads the ``"avg"`` entry and the attentive probe ``"tokens"``; the linear and low-shot
+    grids use every entry. Raw-pixel features (:func:`pixel_features`) carry ``"pixels"`` (and
+    ``"patches"``) instead, and are read in their place.
+    """
     ytr, yte = train["labels"], test["labels"]
     if protocol == "knn":
-        return knn_classify(train["avg"], ytr, test["avg"], yte, **options)
+        key = "avg" if "avg" in train else "pixels"
+        return knn_classify(train[key], ytr, test[key], yte, **options)
     if protocol == "linear":
         return linear_probe(train, ytr, test, yte, **options)
     if protocol == "lowshot":
         return lowshot_eval(train, ytr, test, yte, **options)
     if protocol == "attentive":
-        return attentive_probe(train["tokens"], ytr, test["tokens"], yte, **options)
+        key = "tokens" if "tokens" in train else "patches"
+        return attentive_probe(train[key], ytr, test[key], yte, **options)
     raise ValueError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
 
 
@@ -153,19 +160,37 @@ def poolings_for(protocol: str, *, depth: int | None = None) -> tuple[str, ...]:
     return ("avg",)
 
 
-def pixel_features(data: ImageSet, *, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+def pixel_features(
+    data: ImageSet,
+    *,
+    img_size: int | None = None,
+    patch_size: int | None = None,
+    batch_size: int = 4096,
+) -> dict[str, torch.Tensor]:
     """Raw pixels as features (the trivial baseline every encoder must beat).
 
+    Args:
+        data: the labelled images.
+        img_size: eval-transform them to this size first (default: their own size).
+        patch_size: also return the pixels cut into non-overlapping patches, as tokens.
+
     Returns:
-        ``{"pixels": (N, C*H*W) float32, "labels": (N,)}``: the images at their own size,
-        ``(x/255 - mean)/std`` with the set's statistics, flattened.
+        ``{"pixels": (N, C*S*S) float32, "labels": (N,)}``: the images after the eval transform,
+        ``(x/255 - mean)/std`` with the set's statistics, flattened; with ``patch_size`` also
+        ``"patches"``: ``(N, (S/p)^2, C*p*p)`` float16, the raw counterpart of patch tokens.
     """
-    size = min(data.images.shape[-2:])
-    parts, labels = [], []
+    size = img_size or min(data.images.shape[-2:])
+    parts, patches, labels = [], [], []
     for images, y in eval_batches(data, size, batch_size=batch_size):
         parts.append(images.flatten(1))
+        if patch_size is not None:
+            cut = torch.nn.functional.unfold(images, patch_size, stride=patch_size)
+            patches.append(cut.transpose(1, 2).half())  # (B, patches, C*p*p)
         labels.append(y)
-    return {"pixels": torch.cat(parts), "labels": torch.cat(labels)}
+    out = {"pixels": torch.cat(parts), "labels": torch.cat(labels)}
+    if patch_size is not None:
+        out["patches"] = torch.cat(patches)
+    return out
 
 
 #: Readouts of frozen features that :func:`quick_probe` knows: the paper's average pooling of the

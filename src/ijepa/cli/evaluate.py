@@ -72,6 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--cache-dir", default=None, help="feature cache folder (keyed, never stale)"
         )
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--baselines",
+            default="",
+            help="comma-separated baselines run under the same protocol beside the encoder: "
+            "raw (the pixels after the same eval transform; patches as tokens for attentive), "
+            "random (a fresh init of the same architecture, seed --seed + 1)",
+        )
         if name == "knn":
             p.add_argument("--k", type=int, default=20)
             p.add_argument("--temperature", type=float, default=0.07)
@@ -150,12 +157,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from ijepa.data import load_imageset
     from ijepa.evaluate import feature_cache, features_of, poolings_for, run_protocol
 
+    baselines = _baselines(args.baselines)
     encoder, meta, size = _load(args)
     poolings = poolings_for(args.protocol, depth=len(getattr(encoder, "blocks", [])) or None)
     device = next(encoder.parameters()).device
     feats = {}
-    for split in ("train", "test"):
-        data = load_imageset(args.data, split)
+    sets = {split: load_imageset(args.data, split) for split in ("train", "test")}
+    for split, data in sets.items():
         cache = feature_cache(
             args.cache_dir,
             checkpoint=args.checkpoint,
@@ -202,9 +210,86 @@ def run_eval(args: argparse.Namespace) -> int:
         "img_size": size,
         "results": result,
     }
+    if baselines:
+        record["baselines"] = {
+            kind: run_protocol(
+                args.protocol,
+                *_baseline_features(kind, args, encoder, meta, sets, size, poolings),
+                **options,
+            )
+            for kind in baselines
+        }
+        _print_comparison(args.protocol, result, record["baselines"])
     text = json.dumps(record, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     print(text)
     return 0
+
+
+#: Baselines ``ijepa eval --baselines`` knows.
+BASELINES = ("raw", "random")
+
+
+def _baselines(text: str) -> list[str]:
+    chosen = [b.strip() for b in text.split(",") if b.strip()]
+    bad = [b for b in chosen if b not in BASELINES]
+    if bad:
+        raise SystemExit(
+            f"ijepa eval: unknown --baselines {', '.join(bad)}; choose from {', '.join(BASELINES)}"
+        )
+    return chosen
+
+
+def _baseline_features(
+    kind: str,
+    args: argparse.Namespace,
+    encoder: Any,
+    meta: Any,
+    sets: dict[str, Any],
+    size: int,
+    poolings: tuple[str, ...],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train and test features of one baseline, with the entries the protocol reads."""
+    import torch
+
+    from ijepa.evaluate import encoder_input_size, features_of, pixel_features
+    from ijepa.models import build_encoder
+
+    if kind == "raw":
+        p = None
+        if args.protocol == "attentive":  # the pixels of each patch stand in for its token
+            patch = encoder.patch_size
+            p = int(patch if isinstance(patch, int) else patch[0])
+        out = [pixel_features(sets[s], img_size=size, patch_size=p) for s in ("train", "test")]
+        if args.protocol == "attentive":
+            for f in out:
+                del f["pixels"]
+        return out[0], out[1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed + 1)
+        fresh = build_encoder(dict(meta.model_args))
+    fresh.to(next(encoder.parameters()).device)
+    if size != encoder_input_size(fresh):
+        fresh.resize_pos_embed(size)
+    kw: dict[str, Any] = {
+        "poolings": poolings,
+        "img_size": size,
+        "batch_size": args.batch_size,
+        "bf16": args.bf16,
+        "device": next(encoder.parameters()).device,
+        "progress": not args.no_progress,
+        **_stats(meta),
+    }
+    return features_of(fresh, sets["train"], **kw), features_of(fresh, sets["test"], **kw)
+
+
+def _print_comparison(protocol: str, result: dict[str, Any], baselines: dict[str, Any]) -> None:
+    """One line per representation on stderr: the protocol's headline accuracy."""
+    import sys
+
+    key = "mean" if protocol == "lowshot" else "top1"
+    rows = [("encoder", result), *baselines.items()]
+    for name, res in rows:
+        print(f"{protocol} {name:<8} top-1 {float(res[key]):.4f}", file=sys.stderr)
