@@ -172,7 +172,7 @@ def draw_answers(
     ids = answers.neighbours.ids
     shown = source.data.images[ids.reshape(-1)].reshape(*ids.shape, *source.data.images.shape[1:])
     records = answers.records(index)
-    titles = [[f"#{nb['rank']} {nb['label']}\n{nb['similarity']:.3f}" for nb in r["neighbours"]]
+    titles = [[f"#{nb['rank']} {nb['label']}\n{nb['similarity']:.4f}" for nb in r["neighbours"]]
               for r in records]  # fmt: skip
     # "query LABEL" over the item's file name or index ("query" alone for unlabelled files)
     heads = [
