@@ -10,11 +10,13 @@ alarms of :class:`~ijepa.diagnostics.CollapseMonitor`:
 
 - ``tensorboard``: event files in ``RUN/tensorboard/``; every number of a record is the scalar
   ``train/KEY`` at ``global_step = record["step"]``; an alarm is the text ``alarms`` and the
-  scalar ``train/collapse_alarm`` (1) at its step.
+  scalar ``train/collapse_alarm`` (1) at its step. A resumed run hides (``purge_step``) what
+  the interrupted one logged after its checkpoint: those steps are logged again.
 - ``wandb``: a run in ``RUN/wandb/`` with the resolved config, whose history at ``step`` holds
   every number of the record; an alarm adds ``collapse_alarm`` (1) and ``alarm`` (its text). The
   W&B run id is kept in ``RUN/wandb-run-id.txt``, so a resumed training continues the same W&B
-  run. ``logging.wandb_mode`` (``online``/``offline``; default: W&B's own, which reads
+  run (W&B keeps the first values of steps logged again after a crash: the steps between the
+  last checkpoint and the crash). ``logging.wandb_mode`` (``online``/``offline``; default: W&B's own, which reads
   ``WANDB_MODE``) and ``logging.wandb_project`` choose where it goes.
 
 Only the main process (rank 0) makes trackers.
@@ -87,18 +89,25 @@ class Tracker(Protocol):
     def alarm(self, step: int, messages: Sequence[str]) -> None:
         """Collapse alarms raised at ``step``."""
 
-    def close(self) -> None:
-        """Flush and release files (called once, also when training fails)."""
+    def close(self, failed: bool = False) -> None:
+        """Flush and release files (called once, also when training fails: ``failed``)."""
 
 
 class TensorBoardTracker:
-    """Scalars in TensorBoard event files under ``folder``."""
+    """Scalars in TensorBoard event files under ``folder``.
 
-    def __init__(self, folder: str | Path) -> None:
+    Args:
+        folder: the event files' folder.
+        resume_step: the step a resumed run starts from: TensorBoard hides the events past it
+            that the interrupted run wrote (they are logged again).
+    """
+
+    def __init__(self, folder: str | Path, resume_step: int = 0) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.folder = Path(folder)
-        self.writer = SummaryWriter(log_dir=str(self.folder), flush_secs=30)
+        purge = resume_step + 1 if resume_step > 0 else None
+        self.writer = SummaryWriter(log_dir=str(self.folder), flush_secs=30, purge_step=purge)
 
     def log(self, record: Mapping[str, Any]) -> None:
         step = int(record["step"])
@@ -109,7 +118,7 @@ class TensorBoardTracker:
         self.writer.add_scalar("train/collapse_alarm", 1.0, global_step=step)
         self.writer.add_text("alarms", "\n\n".join(messages), global_step=step)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.writer.flush()
         self.writer.close()
 
@@ -154,8 +163,8 @@ class WandbTracker:
     def alarm(self, step: int, messages: Sequence[str]) -> None:
         self.run.log({"collapse_alarm": 1.0, "alarm": "; ".join(messages)}, step=step)
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
 
 
 class Trackers:
@@ -178,11 +187,11 @@ class Trackers:
             for tracker in self.trackers:
                 tracker.alarm(step, messages)
 
-    def close(self) -> None:
-        """Close every tracker (each once)."""
+    def close(self, failed: bool = False) -> None:
+        """Close every tracker (each once); ``failed``: the run ended with an error."""
         trackers, self.trackers = self.trackers, []
         for tracker in trackers:
-            tracker.close()
+            tracker.close(failed)
 
 
 def build_trackers(
@@ -192,8 +201,12 @@ def build_trackers(
     *,
     wandb_project: str = "ijepa",
     wandb_mode: str | None = None,
+    resume_step: int = 0,
 ) -> Trackers:
     """The trackers named in ``names`` (``logging.trackers``) for a run folder.
+
+    ``resume_step``: the step a resumed run starts from (TensorBoard then hides what the
+    interrupted run logged after it).
 
     Raises:
         ConfigError: an unknown tracker, or one whose package is not installed.
@@ -209,7 +222,7 @@ def build_trackers(
     try:
         for name in chosen:
             if name == "tensorboard":
-                out.append(TensorBoardTracker(Path(run_dir) / "tensorboard"))
+                out.append(TensorBoardTracker(Path(run_dir) / "tensorboard", resume_step))
             else:
                 out.append(WandbTracker(run_dir, config, project=wandb_project, mode=wandb_mode))
     except BaseException:

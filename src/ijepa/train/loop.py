@@ -30,7 +30,13 @@ from ijepa.diagnostics import collapse_message, collapse_summary
 from ijepa.dist import DistContext, dist_info_from_env, resolve_device
 from ijepa.models import JEPAModels
 from ijepa.train.guards import TimeLimit, check_finite, nonfinite_weights, translated_errors
-from ijepa.train.metrics import CollapseWatch, MetricsLog, StepMeter, progress_postfix
+from ijepa.train.metrics import (
+    CollapseWatch,
+    MetricsLog,
+    StepMeter,
+    progress_postfix,
+    run_trackers,
+)
 from ijepa.train.setup import check_parallel_settings, start_run
 
 logger = logging.getLogger(__name__)
@@ -84,7 +90,8 @@ def train(cfg: Config, *, on_log: Callable[[dict[str, Any]], None] | None = None
         ckpt, meter = run.checkpointer, StepMeter(device, ctx.world_size)
         watch = CollapseWatch(run.parallel.models.target_encoder, ctx.is_main)
         clock = TimeLimit(ctx, started, cfg.optimization.time_limit_min, log_every)
-        log = MetricsLog(run_dir / "metrics.jsonl", ctx, start, on_log)
+        trackers = run_trackers(cfg, ctx, start)  # TensorBoard / W&B, on the main process
+        log = MetricsLog(run_dir / "metrics.jsonl", ctx, start, on_log, trackers)
         show = cfg.logging.progress and ctx.is_main
         bar = tqdm(total=end, initial=start, disable=not show, desc="pretrain", unit="step")
         done, timed_out = start, False
@@ -109,7 +116,7 @@ def train(cfg: Config, *, on_log: Callable[[dict[str, Any]], None] | None = None
                             totals, done=done, epoch=step // ipe, **run.sched.at(step)
                         )
                         alarms = watch.check(rec, batch.images)
-                        log.write(rec)
+                        log.write(rec, alarms)
                         bar.set_postfix(progress_postfix(rec, alarms))
                 if save:
                     phase.where = f"writing the checkpoint of step {done}"

@@ -20,8 +20,10 @@ from typing import IO, Any
 import torch
 from torch import nn
 
+from ijepa.config import Config
 from ijepa.diagnostics import CollapseMonitor, probe_rank
 from ijepa.dist import DistContext
+from ijepa.trackers import Trackers, build_trackers
 from ijepa.train.build import Batch
 from ijepa.train.step import StepOutput
 
@@ -231,17 +233,38 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     os.replace(tmp, path)
 
 
+def run_trackers(cfg: Config, ctx: DistContext, resume_step: int = 0) -> Trackers:
+    """The experiment trackers ``logging.trackers`` names (on the main process; none elsewhere).
+
+    ``resume_step``: the step the run starts from (see :func:`ijepa.trackers.build_trackers`).
+    """
+    if not ctx.is_main:
+        return Trackers()
+    log = cfg.logging
+    return build_trackers(
+        log.trackers,
+        log.folder,
+        cfg.to_dict(),
+        wandb_project=log.wandb_project,
+        wandb_mode=log.wandb_mode,
+        resume_step=resume_step,
+    )
+
+
 class MetricsLog:
     """The run's records: kept in memory on every rank, appended to ``metrics.jsonl`` by rank 0.
 
     Opening truncates the file to the records up to ``resume_step`` (a resumed run rewrites the
-    steps after its checkpoint). Use as a context manager, or call :meth:`close`.
+    steps after its checkpoint). Every record, and the collapse alarms raised with it, also go
+    to the experiment trackers (``logging.trackers``): the same numbers, already on the host.
+    Use as a context manager, or call :meth:`close`.
 
     Args:
         path: the metrics file.
         ctx: the process group (only the main process writes and calls ``on_log``).
         resume_step: the step the run starts from.
         on_log: called with each record on the main process.
+        trackers: TensorBoard / W&B (see :func:`run_trackers`); closed with the log.
     """
 
     def __init__(
@@ -250,20 +273,25 @@ class MetricsLog:
         ctx: DistContext,
         resume_step: int,
         on_log: Callable[[dict[str, Any]], None] | None = None,
+        trackers: Trackers | None = None,
     ) -> None:
         self.history: list[dict[str, Any]] = []
         self.on_log = on_log if ctx.is_main else None
+        self.trackers = trackers if trackers is not None else Trackers()
         self._file: IO[str] | None = None
         if ctx.is_main:
             truncate_metrics(path, resume_step)
             self._file = open(path, "a")  # noqa: SIM115  (closed by close())
 
-    def write(self, rec: dict[str, Any]) -> None:
-        """Keep ``rec``, append it to the file (flushed), and pass it to ``on_log``."""
+    def write(self, rec: dict[str, Any], alarms: list[str] | None = None) -> None:
+        """Keep ``rec``, append it to the file (flushed), send it and its ``alarms`` to the
+        trackers, and pass it to ``on_log``."""
         self.history.append(rec)
         if self._file is not None:
             self._file.write(json.dumps(rec) + "\n")
             self._file.flush()
+        self.trackers.log(rec)
+        self.trackers.alarm(int(rec["step"]), alarms or [])
         if self.on_log is not None:
             self.on_log(rec)
 
@@ -272,14 +300,15 @@ class MetricsLog:
         """The loss of the last record (NaN before the first)."""
         return self.history[-1]["loss"] if self.history else math.nan
 
-    def close(self) -> None:
-        """Close the file."""
+    def close(self, *, failed: bool = False) -> None:
+        """Close the file and the trackers (``failed``: the run ended with an error)."""
         if self._file is not None:
             self._file.close()
             self._file = None
+        self.trackers.close(failed=failed)
 
     def __enter__(self) -> MetricsLog:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(failed=exc_type is not None)
