@@ -1,11 +1,13 @@
-"""The SDPA and plain attention kernels agree, and "auto" picks by device and dtype."""
+"""The SDPA and plain attention kernels agree (fp32, bf16, masked), and "auto" picks by measurement."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ijepa.models import Attention, VisionTransformer, select_attn_impl
+from ijepa.models import Attention, VisionTransformer
+from ijepa.models import attention_kernels as kernels
+from ijepa.models.attention import SharedContext
 
 
 def paired(dim: int = 48, heads: int = 3) -> tuple[Attention, Attention]:
@@ -64,13 +66,6 @@ def test_whole_encoder_switches_kernel() -> None:
         enc.set_attn_impl("flash")  # type: ignore[arg-type]
 
 
-def test_auto_selection_rule() -> None:
-    assert select_attn_impl("cuda", torch.bfloat16) == "sdpa"
-    assert select_attn_impl("cuda", torch.float32) == "sdpa"
-    assert select_attn_impl("cpu", torch.float32) == "sdpa"
-    assert select_attn_impl("cpu", torch.bfloat16) == "sdpa"
-
-
 def test_bad_settings_are_rejected() -> None:
     with pytest.raises(ValueError, match="attn_impl"):
         Attention(48, 3, attn_impl="fast")  # type: ignore[arg-type]
@@ -78,24 +73,150 @@ def test_bad_settings_are_rejected() -> None:
         Attention(50, 3)
 
 
-def test_auto_dispatches_through_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ijepa.models.attention as attention_module
+def test_sdpa_equals_plain_bf16_forward_and_backward() -> None:
+    torch.manual_seed(0)
+    shape = (2, 3, 16, 32)  # (B, h, N, d)
+    q, k, v = (torch.randn(shape).bfloat16().requires_grad_() for _ in range(3))
+    grad = torch.randn(shape).bfloat16()
+    outs, grads = {}, {}
+    for impl in ("sdpa", "plain"):
+        out = kernels.attend(q, k, v, impl, scale=32**-0.5)  # type: ignore[arg-type]
+        assert out.dtype == torch.bfloat16
+        outs[impl] = out.float()
+        grads[impl] = [g.float() for g in torch.autograd.grad(out, (q, k, v), grad)]
+    torch.testing.assert_close(outs["sdpa"], outs["plain"], atol=3e-2, rtol=3e-2)
+    for gs, gp in zip(grads["sdpa"], grads["plain"], strict=True):
+        torch.testing.assert_close(gs, gp, atol=6e-2, rtol=6e-2)
+    assert outs["plain"].abs().max() > 0.1 and grads["plain"][0].abs().max() > 0.1
 
-    calls: list[tuple[str, torch.dtype]] = []
-    real_sdpa = attention_module.F.scaled_dot_product_attention
 
-    def counting_sdpa(*args: torch.Tensor) -> torch.Tensor:
-        calls.append((args[0].device.type, args[0].dtype))
-        return real_sdpa(*args)
+@pytest.mark.parametrize("impl", ["sdpa", "plain"])
+def test_masked_attention_equals_manual_softmax(impl: str) -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 6, 8) for _ in range(3))
+    mask = torch.rand(2, 1, 6, 6) > 0.4
+    mask[..., 0] = True  # every query sees a key
+    out = kernels.attend(q, k, v, impl, scale=8**-0.5, attn_mask=mask)  # type: ignore[arg-type]
+    logits = torch.einsum("bhqd,bhkd->bhqk", q, k) / 8**0.5
+    weights = torch.where(mask, logits.exp(), torch.zeros(())).div(
+        torch.where(mask, logits.exp(), torch.zeros(())).sum(-1, keepdim=True)
+    )
+    torch.testing.assert_close(out, weights @ v, atol=1e-5, rtol=1e-5)
 
-    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", counting_sdpa)
+
+@pytest.mark.parametrize("impl", ["sdpa", "plain"])
+@pytest.mark.parametrize("keep_from", [0, 3, 5])
+def test_shared_context_equals_its_mask(impl: str, keep_from: int) -> None:
+    """Two dense products give what one product under the equivalent boolean mask gives."""
+    torch.manual_seed(0)
+    attn = Attention(48, 3, attn_impl=impl)  # type: ignore[arg-type]
+    with torch.no_grad():
+        attn.qkv.weight.normal_(0.0, 0.3)  # attention far from uniform
+    layout = SharedContext(n_context=5, n_groups=3)
+    x = torch.randn(2, 5 + 3 * 4, 48, requires_grad=True)
+    fast = attn(x, keep_from=keep_from, shared_context=layout)
+    ref = attn(x, keep_from=keep_from, attn_mask=layout.mask(x.shape[1]))
+    assert fast.shape == ref.shape == (2, 17 - keep_from, 48)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(fast)
+    (g_fast,) = torch.autograd.grad(fast, x, grad)
+    (g_ref,) = torch.autograd.grad(ref, x, grad)
+    torch.testing.assert_close(g_fast, g_ref, atol=1e-5, rtol=1e-5)
+    # the mask is the rule of the issue: context sees context only, group i context + group i
+    mask = layout.mask(17)
+    assert mask[:5, :5].all() and not mask[:5, 5:].any()
+    assert mask[5:9, :9].all() and not mask[5:9, 9:].any()
+    assert mask[13:, :5].all() and mask[13:, 13:].all() and not mask[13:, 5:13].any()
+
+
+def test_shared_context_rejects_bad_layouts() -> None:
+    attn = Attention(48, 3)
+    with pytest.raises(ValueError, match="groups"):
+        attn(torch.randn(1, 5 + 7, 48), shared_context=SharedContext(5, 3))
+    with pytest.raises(ValueError, match="keep_from"):
+        attn(torch.randn(1, 11, 48), keep_from=6, shared_context=SharedContext(5, 3))
+    with pytest.raises(ValueError, match="either"):
+        attn(
+            torch.randn(1, 11, 48),
+            attn_mask=torch.ones(11, 11, dtype=torch.bool),
+            shared_context=SharedContext(5, 3),
+        )
+
+
+class FakeTimer:
+    """Fake kernel timings: records every measurement request."""
+
+    def __init__(self, winner: str) -> None:
+        self.winner = winner
+        self.calls: list[tuple[tuple[int, ...], int, bool]] = []
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, backward: bool, mask: torch.Tensor | None
+    ) -> dict[str, float]:
+        self.calls.append((tuple(q.shape), k.shape[2], backward))
+        return (
+            {"sdpa": 2.0, "plain": 1.0} if self.winner == "plain" else {"sdpa": 1.0, "plain": 2.0}
+        )
+
+
+@pytest.fixture
+def count_sdpa(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
+    calls: list[torch.dtype] = []
+    real = kernels.F.scaled_dot_product_attention
+
+    def counting(q: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(q.dtype)
+        return real(q, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kernels.F, "scaled_dot_product_attention", counting)
+    return calls
+
+
+@pytest.mark.parametrize("winner", ["sdpa", "plain"])
+def test_auto_uses_the_measured_winner(
+    winner: str, monkeypatch: pytest.MonkeyPatch, count_sdpa: list[torch.dtype]
+) -> None:
+    timer = FakeTimer(winner)
+    monkeypatch.setattr(kernels, "_CHOOSER", kernels.KernelChooser(timer=timer))
     attn = Attention(48, 3, attn_impl="auto")
     x = torch.randn(2, 5, 48)
-    attn(x)
+    attn(x).sum().backward()  # forward+backward: one measurement
+    attn(torch.randn(2, 7, 48))  # same bucket (8 tokens): no new measurement
+    with torch.no_grad():
+        attn(x)  # forward only: a measurement of its own
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        attn(x)
-    assert calls == [("cpu", torch.float32), ("cpu", torch.bfloat16)]
-    # When the rule says "plain", SDPA is not called.
-    monkeypatch.setattr(attention_module, "select_attn_impl", lambda device_type, dtype: "plain")
-    attn(x)
-    assert len(calls) == 2
+        attn(x)  # bf16: a measurement of its own
+    assert timer.calls == [
+        ((2, 3, 5, 16), 5, True),
+        ((2, 3, 5, 16), 5, False),
+        ((2, 3, 5, 16), 5, True),
+    ]
+    assert len(count_sdpa) == (4 if winner == "sdpa" else 0)
+    assert [d.kernel for d in kernels.kernel_chooser().decisions()] == [winner] * 3
+    assert attn._chosen["self"] == winner  # what torch.compile will use
+
+
+def test_auto_needs_a_clear_win_for_plain(monkeypatch: pytest.MonkeyPatch) -> None:
+    chooser = kernels.KernelChooser(timer=lambda q, k, b, m: {"sdpa": 1.0, "plain": 0.97})
+    q = torch.randn(1, 1, 4, 8)
+    assert chooser.choose(q, q, backward=False) == "sdpa"
+    chooser = kernels.KernelChooser(timer=lambda q, k, b, m: {"sdpa": 1.0, "plain": 0.5})
+    assert chooser.choose(q, q, backward=False) == "plain"
+
+
+def test_shared_context_products_are_measured_separately(monkeypatch: pytest.MonkeyPatch) -> None:
+    timer = FakeTimer("plain")
+    monkeypatch.setattr(kernels, "_CHOOSER", kernels.KernelChooser(timer=timer))
+    attn = Attention(48, 3, attn_impl="auto")
+    attn(torch.randn(2, 5 + 3 * 4, 48), shared_context=SharedContext(5, 3))
+    # context queries over context keys; 3 groups x 3 heads of 4 queries over 5 + 4 keys
+    assert [(s, n) for s, n, _ in timer.calls] == [((2, 3, 5, 16), 5), ((2, 9, 4, 16), 9)]
+    assert set(attn._chosen) == {"context", "groups"}
+
+
+def test_real_timer_times_both_kernels() -> None:
+    q = torch.randn(2, 3, 10, 16)
+    for backward in (False, True):
+        seconds = kernels.time_kernels(q, q, backward=backward, budget_s=0.01)
+        assert set(seconds) == {"sdpa", "plain"}
+        assert all(s > 0 for s in seconds.values())

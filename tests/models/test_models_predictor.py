@@ -127,3 +127,87 @@ def test_mismatched_inputs_are_rejected() -> None:
         pred(torch.randn(3, 5, D), torch.randint(0, 16, (2, 2, 5)), torch.randint(0, 16, (1, 2, 3)))
     with pytest.raises(ValueError, match="images"):
         pred(torch.randn(2, 5, D), torch.randint(0, 16, (1, 2, 5)), torch.randint(0, 16, (1, 3, 3)))
+
+
+def reference_shared(
+    pred: VisionTransformerPredictor,
+    z: torch.Tensor,
+    masks_x: torch.Tensor,
+    masks: torch.Tensor,
+    impl: str,
+) -> torch.Tensor:
+    """The shared-context computation spelled out: one sequence per (context mask, image) of the
+    context tokens and then every target block's mask tokens; every block runs on every token
+    under a boolean mask built here (context -> context; block i -> context and block i)."""
+    nenc, batch, kc = masks_x.shape
+    m, _, kt = masks.shape
+    pos = pred.predictor_pos_embed[0]
+    x = pred.predictor_embed(z) + pos[masks_x.reshape(-1)].view(nenc * batch, kc, DP)
+    rows = []
+    for j in range(nenc):
+        for b in range(batch):
+            blocks = [pred.mask_token[0] + pos[masks[i, b]] for i in range(m)]
+            rows.append(torch.cat([x[j * batch + b], *blocks]))
+    seq = torch.stack(rows)
+    n = seq.shape[1]
+    allowed = torch.zeros(n, n, dtype=torch.bool)
+    allowed[:kc, :kc] = True
+    for i in range(m):
+        start = kc + i * kt
+        allowed[start : start + kt, :kc] = True
+        allowed[start : start + kt, start : start + kt] = True
+    pred.set_attn_impl(impl)  # type: ignore[arg-type]
+    for block in pred.predictor_blocks:
+        seq = block(seq, attn_mask=allowed)
+    out = pred.predictor_proj(pred.predictor_norm(seq))
+    rows_out = [
+        out[j * batch + b, kc + i * kt : kc + (i + 1) * kt]
+        for i in range(m)
+        for j in range(nenc)
+        for b in range(batch)
+    ]
+    return torch.stack(rows_out)  # (M * nenc * B, Kt, D), row (i * nenc + j) * B + b
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "plain"])
+@pytest.mark.parametrize(("nenc", "depth"), [(1, 3), (2, 1)])
+def test_shared_context_equals_reference(impl: str, nenc: int, depth: int) -> None:
+    pred = make_predictor(depth=depth, attn_impl=impl)
+    with torch.no_grad():  # weights far from the init, so every attention pattern matters
+        for p in pred.parameters():
+            if p.requires_grad:
+                p.normal_(0.0, 0.3)
+    g = torch.Generator().manual_seed(2)
+    batch, kc, m, kt = 3, 5, 4, 3
+    z = torch.randn(nenc * batch, kc, D, generator=g)
+    masks_x = torch.randint(0, 16, (nenc, batch, kc), generator=g)
+    masks = torch.randint(0, 16, (m, batch, kt), generator=g)
+    trainable = [p for p in pred.parameters() if p.requires_grad]
+    pred.shared_context = True
+    fast = pred(z, masks_x, masks)
+    grads_fast = torch.autograd.grad(fast.square().sum(), trainable)
+    ref = reference_shared(pred, z, masks_x, masks, impl)
+    grads_ref = torch.autograd.grad(ref.square().sum(), trainable)
+    assert fast.shape == (m * nenc * batch, kt, D)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_fast, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # Not the official pairing, where context tokens also see one block's mask tokens, from the
+    # second block on; with one block only the mask tokens' outputs are used, and they agree.
+    pred.shared_context = False
+    gap = (pred(z, masks_x, masks) - fast).abs().max()
+    assert gap > 1e-3 if depth > 1 else gap < 1e-5
+
+
+def test_shared_context_block_does_not_see_other_blocks() -> None:
+    pred = make_predictor(depth=2, shared_context=True)
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(2, 5, D, generator=g)
+    masks_x = torch.randint(0, 16, (1, 2, 5), generator=g)
+    masks = torch.randint(0, 16, (3, 2, 2), generator=g)
+    out = pred(z, masks_x, masks)
+    moved = masks.clone()
+    moved[2] = (moved[2] + 1) % 16  # block 2 elsewhere: blocks 0 and 1 must not change
+    out_moved = pred(z, masks_x, moved)
+    torch.testing.assert_close(out[:4], out_moved[:4])
+    assert (out[4:] - out_moved[4:]).abs().max() > 1e-4

@@ -1,73 +1,48 @@
-"""Multi-head self-attention with two interchangeable kernels, and the rule that picks one.
+"""Multi-head self-attention with two interchangeable kernels, chosen by measurement.
 
 ``"sdpa"`` calls :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient
-kernels on CUDA); ``"plain"`` spells the product out, ``softmax((q * scale) @ k^T) @ v``; ``"auto"``
-chooses per call from the device and the dtype the activations actually have (under autocast the
-``qkv`` projection already returns the low-precision dtype, so no autocast query is needed, which
-keeps the choice static for ``torch.compile``). Both kernels give the same result; the parameter
+kernels on CUDA); ``"plain"`` spells the product out, ``softmax((q * scale) @ k^T) @ v``;
+``"auto"`` (the default) times both on the shapes, dtype and device of the call and uses the
+faster (see :mod:`ijepa.models.attention_kernels`: which kernel wins flips between machines, dtypes
+and between forward-only and forward+backward). Both kernels give the same result; the parameter
 names (``qkv``, ``proj``) are those of the official I-JEPA checkpoints.
+
+Two optional attention patterns: a boolean ``attn_mask`` (``True``: may attend), and a
+:class:`SharedContext` layout, in which a sequence holds context tokens followed by groups of
+query tokens; context tokens attend to the context only, and the tokens of group ``i`` to the
+context and to group ``i`` (the I-JEPA predictor's one pass for all target blocks).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-__all__ = ["ATTN_IMPLS", "CUDA_SDPA_BACKENDS", "Attention", "AttnImpl", "select_attn_impl"]
-
-#: SDPA backends allowed on CUDA: all but cuDNN's. I-JEPA's context and target masks change size
-#: from step to step, and cuDNN's attention builds a new execution plan for every new sequence
-#: length (hundreds of ms each, a known cuDNN/PyTorch behaviour). Measured on an H100 (torch
-#: 2.11+cu130, ``benchmarks/throughput.py --device cuda --workload W-S --masks official``, batch 8,
-#: before this restriction): bf16 ran at 23.3 img/s against 254.7 img/s in fp32 (which cuDNN's
-#: kernel does not take), with 0.48 against 0.16 s of CPU time per step. Flash and
-#: memory-efficient attention need no per-shape plan. ``benchmarks/attention_cuda.py`` times each
-#: backend at changing lengths; the restriction itself was not re-measured on a GPU yet.
-CUDA_SDPA_BACKENDS: tuple[SDPBackend, ...] = (
-    SDPBackend.FLASH_ATTENTION,
-    SDPBackend.EFFICIENT_ATTENTION,
-    SDPBackend.MATH,
+from ijepa.models.attention_kernels import (
+    CUDA_SDPA_BACKENDS,
+    Kernel,
+    attend,
+    choose_kernel,
+    kernel_chooser,
 )
-_CUDA_SDPA_LIST = list(CUDA_SDPA_BACKENDS)  # built once: sdpa_kernel takes a list
+
+__all__ = [
+    "ATTN_IMPLS",
+    "CUDA_SDPA_BACKENDS",
+    "Attention",
+    "AttnImpl",
+    "SharedContext",
+    "attend",
+    "check_attn_impl",
+    "kernel_chooser",
+    "select_attn_impl",
+]
 
 AttnImpl = Literal["sdpa", "plain", "auto"]
 ATTN_IMPLS: tuple[str, ...] = ("sdpa", "plain", "auto")
-
-
-def select_attn_impl(device_type: str, dtype: torch.dtype) -> Literal["sdpa", "plain"]:
-    """The faster attention kernel for activations of ``dtype`` on ``device_type``.
-
-    Measured with ``benchmarks/attention_cpu.py`` on the project's CPU (AMD EPYC, AVX2 only: no
-    AVX-512 / AMX, torch 2.14.1, 2 threads, a shared and busy machine; sdpa / plain ms per step,
-    medians of alternating runs):
-
-    * attention product alone, fp32, forward+backward: 128x49 d192 191 / 411; 16x196 d384
-      479 / 1321 (sdpa 2.2-5.0x faster in the four cases).
-    * attention product alone, bf16, forward+backward: 128x49 d192 459 / 2468; 16x196 d384
-      1309 / 5656 (sdpa 4-28x faster). Plain bf16 matmuls have no fast kernel on this CPU.
-    * one Block forward+backward, fp32: ratios plain/sdpa 0.95-1.05 (noise: the MLP dominates);
-      under bf16 autocast: 1.10-2.18 (sdpa faster in all four cases).
-    * whole ViT-tiny forward+backward, fp32: 128x49 24370 / 27592, 16x196 22066 / 20240 (within
-      the noise of the busy machine); bf16 autocast 128x49 170713 / 197944, 16x196 55236 / 66006.
-      Note that bf16 autocast itself is several times slower than fp32 on this CPU.
-
-    So SDPA is chosen everywhere: on this CPU it is never measurably slower, and on CUDA its fused
-    kernels are the fast path. A CPU with native bf16 matmuls (AMX) was not available to measure;
-    rerun the benchmark there before adding a branch for it.
-
-    Args:
-        device_type: ``tensor.device.type`` of the activations (``"cpu"``, ``"cuda"``, ...).
-        dtype: dtype of the activations entering attention (low precision under autocast).
-
-    Returns:
-        ``"sdpa"`` or ``"plain"``.
-    """
-    del device_type, dtype  # every measured (device, dtype) pair favours SDPA
-    return "sdpa"
 
 
 def check_attn_impl(attn_impl: str) -> AttnImpl:
@@ -77,6 +52,50 @@ def check_attn_impl(attn_impl: str) -> AttnImpl:
     return attn_impl  # type: ignore[return-value]
 
 
+def select_attn_impl(
+    q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None = None
+) -> Kernel:
+    """The faster kernel for this call, by measurement (cached per shape bucket and process).
+
+    Forward-only calls (no gradient wanted, e.g. the target encoder) and forward+backward calls
+    are timed separately: on CPUs with AMX, SDPA's bf16 forward is the fast one but its bf16
+    backward the slow one. See :class:`ijepa.models.attention_kernels.KernelChooser`.
+    """
+    backward = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    return choose_kernel(q, k, backward=backward, attn_mask=attn_mask)
+
+
+@dataclass(frozen=True)
+class SharedContext:
+    """Layout of a sequence ``[context (n_context tokens) | group 0 | ... | group n_groups-1]``.
+
+    The groups have equal length. Context tokens attend to the context only; the tokens of group
+    ``i`` attend to the context and to group ``i``. Equivalent to a block-structured boolean
+    ``attn_mask`` (see :meth:`mask`), computed in two dense products instead.
+    """
+
+    n_context: int
+    n_groups: int
+
+    def group_size(self, n_tokens: int) -> int:
+        """Tokens per group in a sequence of ``n_tokens``."""
+        rest = n_tokens - self.n_context
+        if self.n_context < 1 or self.n_groups < 1 or rest < self.n_groups:
+            raise ValueError(f"{self} does not fit a sequence of {n_tokens} tokens")
+        if rest % self.n_groups:
+            raise ValueError(f"{rest} non-context tokens do not split into {self.n_groups} groups")
+        return rest // self.n_groups
+
+    def mask(self, n_tokens: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """The equivalent boolean attention mask ``(n_tokens, n_tokens)`` (for reference)."""
+        size = self.group_size(n_tokens)
+        group = torch.full((n_tokens,), -1, dtype=torch.long, device=device)
+        group[self.n_context :] = torch.arange(self.n_groups, device=device).repeat_interleave(size)
+        ctx = group < 0
+        same = group[:, None] == group[None, :]
+        return ctx[None, :] | (same & ~ctx[:, None])  # every query sees the context; groups own
+
+
 class Attention(nn.Module):
     """Multi-head self-attention: one fused ``qkv`` projection, then ``proj``.
 
@@ -84,7 +103,7 @@ class Attention(nn.Module):
         dim: token width ``D`` (divisible by ``num_heads``).
         num_heads: number of heads ``h``.
         qkv_bias: whether ``qkv`` has a bias (on in I-JEPA).
-        attn_impl: ``"sdpa"``, ``"plain"`` or ``"auto"`` (see :func:`select_attn_impl`).
+        attn_impl: ``"sdpa"``, ``"plain"`` or ``"auto"`` (measure, see :func:`select_attn_impl`).
     """
 
     def __init__(
@@ -99,6 +118,9 @@ class Attention(nn.Module):
         self.attn_impl: AttnImpl = check_attn_impl(attn_impl)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        # What "auto" chose at the last eager call of each product (read under torch.compile,
+        # which cannot time kernels while tracing). Not state: rebuilt on the next eager call.
+        self._chosen: dict[str, Kernel] = {}
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Split ``x (B, N, D)`` into ``q, k, v``, each ``(B, h, N, D/h)``."""
@@ -107,35 +129,93 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)
         return q, k, v
 
-    def forward(self, x: torch.Tensor, keep_from: int = 0) -> torch.Tensor:
+    def _kernel(
+        self, role: str, q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None
+    ) -> Kernel:
+        if self.attn_impl != "auto":
+            return self.attn_impl
+        if torch.compiler.is_compiling():
+            return self._chosen.get(role, "sdpa")
+        impl = select_attn_impl(q, k, attn_mask)
+        self._chosen[role] = impl
+        return impl
+
+    def _product(
+        self,
+        role: str,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return attend(q, k, v, self._kernel(role, q, k, attn_mask), self.scale, attn_mask)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        keep_from: int = 0,
+        attn_mask: torch.Tensor | None = None,
+        shared_context: SharedContext | None = None,
+    ) -> torch.Tensor:
         """Self-attention over the tokens of each sample.
 
         Args:
             x: tokens ``(B, N, D)``.
             keep_from: return only the outputs of tokens ``keep_from:`` (all tokens still serve
                 as keys and values), so the output projection skips the others.
+            attn_mask: optional boolean mask broadcastable to ``(B, h, N, N)``, ``True`` where
+                a query may attend to a key (rows ``keep_from:`` are used).
+            shared_context: optional :class:`SharedContext` layout of the sequence (not together
+                with ``attn_mask``); ``keep_from`` may then be at most its ``n_context``.
 
         Returns:
             ``(B, N - keep_from, D)``.
         """
-        b, _, d = x.shape
+        b, n, d = x.shape
         q, k, v = self._qkv(x)
-        if keep_from:
-            q = q[:, :, keep_from:]
-        n_q = q.shape[2]
-        impl = self.attn_impl
-        if impl == "auto":
-            impl = select_attn_impl(q.device.type, q.dtype)
-        if impl == "sdpa" and q.is_cuda:
-            with sdpa_kernel(_CUDA_SDPA_LIST):
-                out = F.scaled_dot_product_attention(q, k, v)
-        elif impl == "sdpa":
-            out = F.scaled_dot_product_attention(q, k, v)
+        if shared_context is not None:
+            if attn_mask is not None:
+                raise ValueError("pass either attn_mask or shared_context, not both")
+            out = self._shared(q, k, v, shared_context, keep_from)
         else:
-            weights = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, Nq, N)
-            out = weights @ v
-        out = out.transpose(1, 2).reshape(b, n_q, d)
+            if keep_from:
+                q = q[:, :, keep_from:]
+                if attn_mask is not None and attn_mask.shape[-2] != 1:
+                    attn_mask = attn_mask[..., keep_from:, :]
+            out = self._product("self", q, k, v, attn_mask)
+        out = out.transpose(1, 2).reshape(b, n - keep_from, d)
         return self.proj(out)
+
+    def _shared(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        layout: SharedContext,
+        keep_from: int,
+    ) -> torch.Tensor:
+        """Attention under a :class:`SharedContext` layout; ``q, k, v (B, h, N, d)``."""
+        b, h, n, hd = q.shape
+        kc, m = layout.n_context, layout.n_groups
+        kt = layout.group_size(n)
+        if not 0 <= keep_from <= kc:
+            raise ValueError(f"keep_from ({keep_from}) must lie in [0, n_context={kc}]")
+        outs = []
+        if keep_from < kc:  # context queries see the context only
+            kv = k[:, :, :kc], v[:, :, :kc]
+            outs.append(self._product("context", q[:, :, keep_from:kc], *kv))
+
+        # Group i's queries see the context and group i: M sequences of Kc + Kt keys per sample,
+        # with the context keys and values repeated (h*M "heads" of length Kc + Kt).
+        def grouped(t: torch.Tensor) -> torch.Tensor:
+            ctx = t[:, :, None, :kc].expand(b, h, m, kc, hd)
+            own = t[:, :, kc:].reshape(b, h, m, kt, hd)
+            return torch.cat([ctx, own], dim=3).reshape(b, h * m, kc + kt, hd)
+
+        q_groups = q[:, :, kc:].reshape(b, h * m, kt, hd)
+        out = self._product("groups", q_groups, grouped(k), grouped(v))
+        outs.append(out.reshape(b, h, m * kt, hd))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Attention probabilities ``(B, h, N, N)`` for tokens ``x (B, N, D)`` (for inspection)."""

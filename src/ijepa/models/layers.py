@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ijepa.models.attention import Attention, AttnImpl
+from ijepa.models.attention import Attention, AttnImpl, SharedContext
 
 __all__ = ["MLP", "Block", "DropPath", "PatchEmbed", "init_official_"]
 
@@ -115,7 +115,13 @@ class Block(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, keep_from: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        keep_from: int = 0,
+        attn_mask: torch.Tensor | None = None,
+        shared_context: SharedContext | None = None,
+    ) -> torch.Tensor:
         """``x (B, N, D) -> (B, N - keep_from, D)``.
 
         With ``keep_from > 0`` only the outputs of tokens ``keep_from:`` are computed: every token
@@ -123,9 +129,14 @@ class Block(nn.Module):
         keep_from:]``, but the attention output projection and the MLP skip the dropped tokens.
         (A keyword of ``forward``, not a separate method, so that module hooks such as FSDP's
         and instance-level forward wrappers such as activation checkpointing still apply.)
+        ``attn_mask`` and ``shared_context`` restrict what each token attends to (see
+        :class:`~ijepa.models.attention.Attention`).
         """
         tail = x[:, keep_from:] if keep_from else x
-        tail = tail + self.drop_path(self.attn(self.norm1(x), keep_from=keep_from))
+        attn = self.attn(
+            self.norm1(x), keep_from=keep_from, attn_mask=attn_mask, shared_context=shared_context
+        )
+        tail = tail + self.drop_path(attn)
         return tail + self.drop_path(self.mlp(self.norm2(tail)))
 
 

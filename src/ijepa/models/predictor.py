@@ -5,6 +5,13 @@ sin-cos positions; one learned ``mask_token`` plus position is appended per targ
 blocks and ``predictor_norm``, the target tokens are projected back ``Dp -> D``
 (``predictor_proj``). Every (target mask, context mask) pair is one sample, in the batch order of
 the official code: (target block i, context mask j, image b).
+
+With ``shared_context=True`` the predictor makes one pass for all target blocks instead: the
+sequence holds the context tokens once and the M blocks' mask tokens after them; context tokens
+attend to the context only, and the tokens of block i to the context and to block i
+(:class:`~ijepa.models.attention.SharedContext`). This is not the official computation (there,
+context tokens also attend to the mask tokens of the one block they are paired with), but it
+computes the context tokens once instead of M times; the output has the same shape and order.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ijepa.models.attention import Attention, AttnImpl, check_attn_impl
+from ijepa.models.attention import Attention, AttnImpl, SharedContext, check_attn_impl
 from ijepa.models.gather import MaskArg, stack_masks
 from ijepa.models.layers import Block, drop_path_rates, init_official_
 from ijepa.models.pos_embed import get_2d_sincos_pos_embed, to_2tuple
@@ -35,6 +42,9 @@ class VisionTransformerPredictor(nn.Module):
         init_std: standard deviation of the truncated-normal init (weights and ``mask_token``).
         drop_path_rate: stochastic depth of the last block (linear from 0 over depth).
         attn_impl: ``"sdpa"``, ``"plain"`` or ``"auto"``.
+        shared_context: one pass for all target blocks (see the module docstring); a computation
+            choice, not an architecture one: the parameters are the same, and the attribute may
+            be switched at any time.
     """
 
     def __init__(
@@ -50,6 +60,7 @@ class VisionTransformerPredictor(nn.Module):
         init_std: float = 0.02,
         drop_path_rate: float = 0.0,
         attn_impl: AttnImpl = "auto",
+        shared_context: bool = False,
     ) -> None:
         super().__init__()
         if depth <= 0:
@@ -59,6 +70,7 @@ class VisionTransformerPredictor(nn.Module):
         self.predictor_embed_dim = predictor_embed_dim
         self.num_heads = num_heads
         self.init_std = init_std
+        self.shared_context = shared_context
         num_patches = self.grid_size[0] * self.grid_size[1]
         self.predictor_embed = nn.Linear(embed_dim, predictor_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, predictor_embed_dim))
@@ -128,6 +140,9 @@ class VisionTransformerPredictor(nn.Module):
         # Context tokens at their positions: (nenc*B, Kc, Dp).
         x = self.predictor_embed(z) + pos.index_select(0, ctx.reshape(-1)).view(-1, k_ctx, dp)
 
+        if self.shared_context:
+            return self._forward_shared(x, tgt, nenc)
+
         # One mask token per target patch, shared by all context masks: (M, nenc*B, Kt, Dp).
         tgt_pos = pos.index_select(0, tgt.reshape(-1)).view(n_tgt, 1, batch, k_tgt, dp)
         pred_tokens = (self.mask_token + tgt_pos).expand(n_tgt, nenc, batch, k_tgt, dp)
@@ -141,3 +156,33 @@ class VisionTransformerPredictor(nn.Module):
             # (the context tokens remain its keys and values): same result, less work.
             x = block(x, keep_from=k_ctx) if i == last else block(x)
         return self.predictor_proj(self.predictor_norm(x))  # (M*nenc*B, Kt, D)
+
+    def _forward_shared(self, x: torch.Tensor, tgt: torch.Tensor, nenc: int) -> torch.Tensor:
+        """One pass for all target blocks.
+
+        Args:
+            x: embedded context tokens ``(nenc * B, Kc, Dp)``.
+            tgt: target patch indices ``(M, B, Kt)``.
+            nenc: context masks per image.
+
+        Returns:
+            ``(M * nenc * B, Kt, D)`` in the order of :meth:`forward`.
+        """
+        n_tgt, batch, k_tgt = tgt.shape
+        k_ctx, dp = x.shape[1], x.shape[2]
+        pos = self.predictor_pos_embed[0]  # (N, Dp)
+        # The M blocks' mask tokens side by side, per image: (B, M*Kt, Dp), then per context mask.
+        tokens = self.mask_token + pos.index_select(0, tgt.reshape(-1)).view(
+            n_tgt, batch, k_tgt, dp
+        )
+        tokens = tokens.transpose(0, 1).reshape(1, batch, n_tgt * k_tgt, dp)
+        tokens = tokens.expand(nenc, -1, -1, -1).flatten(0, 1)  # (nenc*B, M*Kt, Dp)
+        x = torch.cat([x, tokens], dim=1)  # (nenc*B, Kc + M*Kt, Dp)
+        layout = SharedContext(n_context=k_ctx, n_groups=n_tgt)
+        last = len(self.predictor_blocks) - 1
+        for i, block in enumerate(self.predictor_blocks):
+            # the last block computes only the mask tokens (the context stays keys and values)
+            x = block(x, keep_from=k_ctx if i == last else 0, shared_context=layout)
+        out = self.predictor_proj(self.predictor_norm(x))  # (nenc*B, M*Kt, D)
+        out = out.view(nenc, batch, n_tgt, k_tgt, -1).permute(2, 0, 1, 3, 4)
+        return out.reshape(n_tgt * nenc * batch, k_tgt, -1)  # (M*nenc*B, Kt, D)
