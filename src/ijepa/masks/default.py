@@ -12,6 +12,10 @@
   longer mask (drawn from the generator), so no region is favoured; with per-image sizes the
   targets are subsampled the same way. Indices stay sorted. With ``pad=True`` nothing is dropped:
   every mask is padded with -1 to the batch's longest instead (:mod:`ijepa.masks.pack`).
+* Static shapes (``fixed_context``/``fixed_target`` set, see :mod:`ijepa.masks.fixed`): a context
+  needs at least ``fixed_context`` patches (images below are resampled, as for ``min_keep``), a
+  size draw whose target blocks are smaller than ``fixed_target`` is redrawn, and every mask is
+  then subsampled to exactly that many: a shorter mask is never padded.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def sample_default(
         MaskSamplingError: No valid masks within the bounded search.
     """
     H, W = cfg.height, cfg.width
-    need = max(cfg.min_keep, 1)
+    need = max(cfg.min_keep, 1, cfg.fixed_context)
     th = torch.empty((cfg.npred, B), dtype=torch.long)
     tw, ttop, tleft = torch.empty_like(th), torch.empty_like(th), torch.empty_like(th)
     ch = torch.empty((cfg.nenc, B), dtype=torch.long)
@@ -91,7 +95,8 @@ def sample_default(
         else:  # one size for the whole batch: every image starts again
             th[:], tw[:], ch[:], cw[:] = draw_default_sizes(cfg, (1,), g)
             pending[:] = True
-        hopeless = (ch * cw < need).any(0)  # (B,) context block smaller than min_keep
+        # (B,) context block smaller than min_keep, or a target smaller than the fixed size
+        hopeless = (ch * cw < need).any(0) | (th * tw < cfg.fixed_target).any(0)
         for _ in range(cfg.max_tries):
             if bool(hopeless[pending].all()):
                 break
@@ -139,15 +144,15 @@ def _finish(
     if cfg.pad:
         return _finish_padded(cfg, ctx, th, tw, ttop, tleft, g, draws, rounds)
     counts = count_true(ctx)  # (nenc, B)
-    kc = int(counts.min())
+    kc = cfg.fixed_context or int(counts.min())  # every count >= fixed_context (resampled)
     how = "first" if bool((counts == kc).all()) else "random"  # "first" keeps all: no draw needed
     masks_enc = select_indices(ctx.reshape(nenc, B, H * W), kc, how, g)
     tsize = th * tw  # (npred, B)
-    kt = int(tsize.min())
+    kt = cfg.fixed_target or int(tsize.min())  # every size >= fixed_target (redrawn)
     h0, w0 = int(th[0, 0]), int(tw[0, 0])
-    if bool(((th == h0) & (tw == w0)).all()):  # one size for all: read indices off the corners
+    if bool(((th == h0) & (tw == w0)).all()) and h0 * w0 == kt:  # read indices off the corners
         masks_pred = block_indices(ttop, tleft, h0, w0, W)
-    else:  # per-image sizes: a random subset of each target, down to the batch minimum
+    else:  # a random subset of each target, down to the batch minimum or the fixed size
         tgrid = block_grid(ttop, tleft, th, tw, H, W).reshape(cfg.npred, B, H * W)
         masks_pred = select_indices(tgrid, kt, "random", g)
     total = int(counts.sum())

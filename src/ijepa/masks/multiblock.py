@@ -15,6 +15,7 @@ import torch
 
 from ijepa.masks.blocks import default_block_size, official_block_size
 from ijepa.masks.default import sample_default
+from ijepa.masks.fixed import with_fixed_sizes
 from ijepa.masks.official import sample_official
 from ijepa.masks.settings import MaskSamplingError, MaskSettings, MaskStats
 
@@ -43,6 +44,9 @@ class MultiBlockMaskGenerator:
         max_tries: Bound of the search: position rounds per size draw, and size draws.
         pad: Default mode only: keep every patch of every mask, padding shorter masks with -1
             up to the batch's longest, instead of subsampling longer masks to the shortest.
+        fixed_sizes: Default mode only: static shapes, every batch with the same context and
+            target lengths (``True``: derived from the settings, see :mod:`ijepa.masks.fixed`;
+            or an explicit ``(Kc, Kt)``), so that a compiled step is traced once.
 
     Attributes:
         stats: :class:`MaskStats` of the last call (None before the first call). Inside
@@ -67,6 +71,7 @@ class MultiBlockMaskGenerator:
         per_image_size: bool = False,
         max_tries: int = 20,
         pad: bool = False,
+        fixed_sizes: bool | tuple[int, int] = False,
     ) -> None:
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         if len(size) != 2:
@@ -89,6 +94,20 @@ class MultiBlockMaskGenerator:
         self.stats: MaskStats | None = None
         self._warned_relax = False
         _check_feasible(self.settings)
+        if fixed_sizes is not False:
+            explicit = None if fixed_sizes is True else (int(fixed_sizes[0]), int(fixed_sizes[1]))
+            self.settings = with_fixed_sizes(self.settings, explicit)
+            logger.info(
+                "fixed mask sizes: %d context and %d target patches per mask",
+                self.settings.fixed_context,
+                self.settings.fixed_target,
+            )
+
+    @property
+    def fixed_sizes(self) -> tuple[int, int] | None:
+        """``(Kc, Kt)`` under static shapes, else None."""
+        s = self.settings
+        return (s.fixed_context, s.fixed_target) if s.fixed_context else None
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -81,6 +81,10 @@ class MaskSettings:
     per_image_size: bool
     max_tries: int
     pad: bool = False
+    fixed_context: int = 0
+    """Static shapes: every context mask has exactly this many patches (0: not fixed)."""
+    fixed_target: int = 0
+    """Static shapes: every target mask has exactly this many patches (0: not fixed)."""
 
     def __post_init__(self) -> None:
         _int("input_size[0]", self.height, 1)
@@ -100,6 +104,10 @@ class MaskSettings:
         _int("max_tries", self.max_tries, 1)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        _int("fixed_context", self.fixed_context, 0)
+        _int("fixed_target", self.fixed_target, 0)
+        if (self.fixed_context or self.fixed_target) and (self.mode == "official" or self.pad):
+            raise ValueError("fixed sizes are not available with mode='official' or pad=True")
         if self.per_image_size and self.mode == "official":
             raise ValueError(
                 "per_image_size=True is not available with mode='official' (one size per batch)"
@@ -123,6 +131,11 @@ class MaskSettings:
             f"nenc={self.nenc}, npred={self.npred}, min_keep={self.min_keep}, "
             f"allow_overlap={self.allow_overlap}, mode={self.mode!r}, "
             f"per_image_size={self.per_image_size}, max_tries={self.max_tries}, pad={self.pad}"
+            + (
+                f", fixed sizes {self.fixed_context}/{self.fixed_target}"
+                if self.fixed_context or self.fixed_target
+                else ""
+            )
         )
 
     def error(self, why: str) -> MaskSamplingError:
