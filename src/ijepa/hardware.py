@@ -132,8 +132,8 @@ def time_blocks(
     shapes: Sequence[BlockShape],
     device: str | torch.device = "cpu",
     *,
-    budget_s: float = 1.5,
-    max_tokens: int = 2048,
+    budget_s: float = 1.0,
+    max_tokens: int = 1024,
 ) -> tuple[float, float]:
     """Estimated seconds per step of the given blocks in fp32 and under bf16 autocast.
 
@@ -189,7 +189,7 @@ def choose_bf16(
     shapes: Sequence[BlockShape],
     device: str | torch.device = "cpu",
     *,
-    budget_s: float = 1.5,
+    budget_s: float = 1.0,
 ) -> DtypeChoice:
     """Whether bf16 autocast makes these blocks faster here (cached per process and shapes).
 
