@@ -1,13 +1,17 @@
-"""Time SDPA against plain attention on the CPU, to choose ``attn_impl="auto"``.
+"""Time SDPA against plain attention on the CPU: the table behind ``attn_impl="auto"``.
 
-For each (batch x tokens, width) case it times the attention product alone (``core``: forward,
-and forward+backward, on fp32 or bf16 tensors) and forward+backward of one transformer Block (in
-fp32 and under ``torch.autocast("cpu", dtype=torch.bfloat16)``), with both attention kernels; then
-a whole ViT-tiny forward+backward at 49 and 196 tokens. Prints median milliseconds per step and the
-plain/sdpa ratio (below 1: plain is faster).
+``attn_impl="auto"`` measures the two kernels itself, per shape, at run time
+(:mod:`ijepa.models.attention_kernels`); this script shows the same comparison for a set of cases
+on the machine at hand. ``auto``: the attention products of one I-JEPA step of the benchmark
+workloads (target encoder forward only; context encoder and predictor forward+backward; official
+mask sizes), timed by the library's own measurement, with the kernel it picks. ``core``: the
+attention product alone (forward, and forward+backward, on fp32 or bf16 tensors); ``block``:
+forward+backward of one transformer Block (fp32, and under ``torch.autocast("cpu", bfloat16)``);
+``vit``: a whole ViT-tiny forward+backward at 49 and 196 tokens. Prints median milliseconds and
+the plain/sdpa ratio (below 1: plain is faster).
 
-    python benchmarks/attention_cpu.py [--threads 2] [--repeats 10] [--budget 30] [--cases core,block,vit]
-        [--dtypes fp32,bf16]
+    python benchmarks/attention_cpu.py [--threads 2] [--repeats 10] [--budget 30]
+        [--cases auto,core,block,vit] [--dtypes fp32,bf16]
 """
 
 from __future__ import annotations
@@ -21,11 +25,28 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ijepa.hardware import cpu_name
 from ijepa.models import Attention, Block, vit_encoder
+from ijepa.models.attention_kernels import PLAIN_MARGIN, time_kernels
 
 BLOCK_CASES = [(128, 49, 192), (128, 49, 384), (16, 196, 192), (16, 196, 384)]
 # (batch, image side, patch): ViT-tiny with 7x7 = 49 and 14x14 = 196 tokens.
 VIT_CASES = [(128, 28, 4), (16, 56, 4)]
+# I-JEPA steps with the official mask sizes (median context / target tokens of the official
+# sampler): (label, batch, heads, queries, keys, backward). Head width 64 in all.
+AUTO_CASES = [
+    ("W-S target", 8, 6, 196, 196, False),
+    ("W-S context", 8, 6, 88, 88, True),
+    ("W-S predictor", 32, 6, 120, 120, True),
+    ("W-S predictor shared", 8, 6, 88, 88, True),  # its context product
+    ("W-S predictor shared", 8, 24, 32, 120, True),  # its 4 target blocks x 6 heads
+    ("W-small target", 16, 3, 196, 196, False),
+    ("W-small context", 16, 3, 88, 88, True),
+    ("W-small predictor", 64, 3, 120, 120, True),
+    ("W-28 target", 128, 3, 49, 49, False),
+    ("W-28 context", 128, 3, 6, 6, True),
+    ("W-28 predictor", 512, 3, 15, 15, True),
+]
 
 
 def time_pair(
@@ -100,24 +121,51 @@ def vit_step(batch: int, side: int, patch: int, impl: str, bf16: bool) -> Callab
     return step
 
 
+def print_auto(dtypes: list[bool]) -> None:
+    """The library's own measurement (what ``attn_impl="auto"`` does) on I-JEPA step shapes."""
+    header = f"{'attention product (auto)':<26}{'shape':<22}{'dtype':<6}{'mode':<8}"
+    header += f"{'sdpa ms':>9}{'plain ms':>10}{'plain/sdpa':>11}  picks"
+    print(header)
+    print("-" * len(header))
+    for label, b, h, nq, nk, backward in AUTO_CASES:
+        for bf16 in dtypes:
+            dtype = torch.bfloat16 if bf16 else torch.float32
+            q = torch.empty(b, h, nq, 64, dtype=dtype)
+            k = torch.empty(b, h, nk, 64, dtype=dtype)
+            sec = time_kernels(q, k, backward=backward, budget_s=1.0, max_rounds=15)
+            pick = "plain" if sec["plain"] < PLAIN_MARGIN * sec["sdpa"] else "sdpa"
+            print(
+                f"{label:<26}{f'{b}x{h}x{nq}x{nk}':<22}{'bf16' if bf16 else 'fp32':<6}"
+                f"{'fwd+bwd' if backward else 'fwd':<8}{sec['sdpa'] * 1e3:>9.2f}"
+                f"{sec['plain'] * 1e3:>10.2f}{sec['plain'] / sec['sdpa']:>11.2f}  {pick}",
+                flush=True,
+            )
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--budget", type=float, default=30.0, help="seconds per case (soft)")
-    parser.add_argument("--cases", default="core,block,vit", help="comma list of: core, block, vit")
+    parser.add_argument(
+        "--cases", default="auto,core,block,vit", help="comma list of: auto, core, block, vit"
+    )
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma list of: fp32, bf16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(
-        f"torch {torch.__version__}, {args.threads} threads, cpu: {torch.backends.cpu.get_cpu_capability()}"
+        f"{cpu_name()}, torch {torch.__version__}, {args.threads} threads, "
+        f"capability {torch.backends.cpu.get_cpu_capability()}"
     )
+    kinds = set(args.cases.split(","))
+    dtypes = [d == "bf16" for d in ("fp32", "bf16") if d in args.dtypes.split(",")]
+    if "auto" in kinds:
+        print_auto(dtypes)
     header = f"{'case':<28}{'dtype':<7}{'sdpa ms':>10}{'plain ms':>10}{'plain/sdpa':>12}"
     print(header)
     print("-" * len(header))
-    kinds = set(args.cases.split(","))
-    dtypes = [d == "bf16" for d in ("fp32", "bf16") if d in args.dtypes.split(",")]
     cases: list[tuple[str, Callable[[str, bool], Callable[[], None]]]] = []
     if "core" in kinds:
         for b, n, d in BLOCK_CASES:
