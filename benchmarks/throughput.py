@@ -18,10 +18,12 @@ the maintainers' anchors (official code, measured on *their* Intel AMX machine) 
 JSON fields: ``img_per_s`` and ``step_s`` (median of the timed steps; a step is data + masks +
 forward + backward + AdamW + EMA), ``data_s`` (median augmentation + mask time), ``compile_s``
 (wall time of the warm-up steps, which includes compilation when compiled), ``peak_rss_mb``
-(the subprocess's maximum resident set), ``gflop_per_step`` (FlopCounterMode over one fp32 eager
-forward+backward), ``mfu_fp32`` / ``mfu_bf16`` (achieved model FLOP/s over the matrix-product peaks
-measured by the parent at start-up), ``extract_img_per_s`` (target-encoder forward on full images
-under ``torch.inference_mode``), ``context_tokens`` / ``target_tokens`` (median mask sizes).
+(the subprocess's maximum resident set after the timed steps, before the FLOP count),
+``peak_cuda_mb`` (``torch.cuda.max_memory_allocated`` of the steps, CUDA only),
+``gflop_per_step`` (FlopCounterMode over one fp32 eager forward+backward), ``mfu_fp32`` /
+``mfu_bf16`` (achieved model FLOP/s over the matrix-product peaks measured by the parent at
+start-up), ``extract_img_per_s`` (target-encoder forward on full images under
+``torch.inference_mode``), ``context_tokens`` / ``target_tokens`` (median mask sizes).
 """
 
 from __future__ import annotations
@@ -251,10 +253,16 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
             kc.append(me.shape[-1])
             kt.append(mp.shape[-1])
     step_s = statistics.median(step_times)
+    # peak memory of the training steps, read before the fp32 FLOP count and the extraction runs
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cuda_mb = (
+        torch.cuda.max_memory_allocated(bench.device) / 2**20
+        if bench.device.type == "cuda"
+        else None
+    )
     gflop = count_gflop(bench)
     extract = extraction_rate(bench, spec["extract_repeats"])
     achieved = gflop * 1e9 / step_s
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "workload": spec["workload"] or Path(spec["config"]).stem,
         "dtype": spec["dtype"],
@@ -265,6 +273,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         "data_s": round(statistics.median(data_times), 4),
         "compile_s": round(compile_s, 2),
         "peak_rss_mb": round(rss_kb / 1024, 1),
+        "peak_cuda_mb": None if cuda_mb is None else round(cuda_mb, 1),
         "gflop_per_step": round(gflop, 2),
         "mfu_fp32": round(achieved / spec["peak_fp32"], 4),
         "mfu_bf16": round(achieved / spec["peak_bf16"], 4),
