@@ -100,6 +100,10 @@ class MaskConfig:
     """``default`` (fixed sampler) or ``official`` (reproduces the official sampler's sizes)."""
     per_image_size: bool = False
     """Draw block sizes per image instead of once per batch."""
+    fixed_sizes: bool = False
+    """Static shapes: every step has the same context and target token counts (longer masks
+    subsampled, contexts below the count resampled; ``mode: default`` only), so that
+    ``meta.compile`` traces the step once (see :mod:`ijepa.masks.fixed`)."""
 
 
 @dataclass
@@ -118,7 +122,13 @@ class MetaConfig:
     """Encoder (and predictor) heads; None keeps the size's."""
     patch_init_std: float | None = None
     """Init std of the patch embedding; None: the official 0.02 (raise it for small patches)."""
-    use_bfloat16: bool = True
+    use_bfloat16: bool | str = True
+    """bf16 autocast: ``true``, ``false``, or ``auto``: measured at the start of training for the
+    run's shapes on this machine (:mod:`ijepa.train.precision`)."""
+    pred_shared_context: bool = False
+    """One predictor pass for all target blocks: the context tokens once, then every block's mask
+    tokens; context attends to context only, block i to the context and block i. Fewer FLOPs
+    than the official pairing (context repeated per block), not the same computation."""
     load_checkpoint: bool = False
     """Official key: resume from ``read_checkpoint`` (we also resume automatically from the run folder)."""
     read_checkpoint: str | None = None
@@ -128,7 +138,8 @@ class MetaConfig:
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
     attn_impl: str = "auto"
-    """``auto``, ``sdpa`` or ``plain``."""
+    """``auto`` (both kernels timed per shape at run time, the faster used; ``sdpa`` under
+    ``deterministic``), ``sdpa`` or ``plain``."""
     compile: bool = False
     """Wrap the models with ``torch.compile``."""
     deterministic: bool = False
@@ -193,6 +204,9 @@ class Config:
         """Plain nested dict (tuples become lists), suitable for YAML or a checkpoint."""
         return _plain(dataclasses.asdict(self))
 
+
+#: Boolean keys that also take the string ``auto`` (decided by measurement at run time).
+_BOOL_OR_AUTO = frozenset({"meta.use_bfloat16"})
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "mask.mode": ("default", "official"),
@@ -315,6 +329,8 @@ def _set_field(
     if key not in hints:
         raise ConfigError(f"{source}: unknown key '{full}'{_suggest(key, hints)}")
     value = _coerce(value, hints[key], f"{source}: {full}")
+    if full in _BOOL_OR_AUTO and isinstance(value, str) and value != "auto":
+        raise ConfigError(f"{source}: {full}: expected true or false (or auto), got {value!r}")
     choices = _CHOICES.get(full)
     if choices is not None and value is not None and value not in choices:
         raise ConfigError(f"{source}: {full} must be one of {', '.join(choices)}; got {value!r}")
@@ -393,6 +409,11 @@ def validate(cfg: Config) -> None:
         lo, hi = getattr(m, name)
         if not 0 < lo <= hi <= 1:
             raise ConfigError(f"mask.{name} must satisfy 0 < min <= max <= 1, got {(lo, hi)}")
+    if m.fixed_sizes and m.mode != "default":
+        raise ConfigError(
+            "mask.fixed_sizes needs mask.mode=default (the official sampler's sizes "
+            "are the official code's)"
+        )
     if not 0 < m.aspect_ratio[0] <= m.aspect_ratio[1]:
         raise ConfigError(f"mask.aspect_ratio must satisfy 0 < min <= max, got {m.aspect_ratio}")
     if m.num_pred_masks < 1 or m.num_enc_masks < 1:

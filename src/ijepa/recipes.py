@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ijepa.config import Config
-from ijepa.hardware import native_bf16
 
 
 def _demo() -> Config:
@@ -42,13 +41,14 @@ def _demo() -> Config:
     cfg.meta.pred_depth = 2
     cfg.meta.pred_emb_dim = 96
     cfg.meta.patch_init_std = 0.2
-    # bf16 autocast only where the CPU multiplies bf16 natively (AMX / AVX512-BF16). Without it
+    # bf16 autocast by measurement at train start (ijepa.train.precision); never without native
+    # bf16 (AMX / AVX512-BF16), and not always with it (see ijepa.hardware). Without it
     # bf16 is a loss: on the 2-core AVX2 dev CPU (AMD EPYC, 1 thread, busy machine) a 2-block
     # ViT-tiny/4 step (28 px, batch 32) took 1.07 s CPU in bf16 vs 0.15 s in fp32 (4.5x slower
     # by wall clock), with
     # `python benchmarks/throughput.py --workload quick --set data.batch_size=32
     #  --dtypes fp32,bf16 --compiled off --steps 3 --threads 1`.
-    cfg.meta.use_bfloat16 = native_bf16("cpu")
+    cfg.meta.use_bfloat16 = "auto"
     # 10 epochs of the 10k embedded images (1560 steps), a few minutes on 2 cores. The EMA
     # starts at 0.99, not the official 0.996: in a run this short the target encoder otherwise
     # stays close to its random init (0.98 was worse again: kNN 0.28 vs 0.42 at 1248 steps).

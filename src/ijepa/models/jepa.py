@@ -55,9 +55,17 @@ def build_encoder(
 
 
 def build_models(
-    model_args: dict[str, Any], *, attn_impl: str = "auto", drop_path_rate: float = 0.0
+    model_args: dict[str, Any],
+    *,
+    attn_impl: str = "auto",
+    drop_path_rate: float = 0.0,
+    pred_shared_context: bool = False,
 ) -> JEPAModels:
-    """Context encoder, predictor, and a frozen copy of the encoder as EMA target."""
+    """Context encoder, predictor, and a frozen copy of the encoder as EMA target.
+
+    ``pred_shared_context``: the predictor's one pass for all target blocks (a computation
+    choice, not part of ``model_args``: see :class:`VisionTransformerPredictor`).
+    """
     encoder = build_encoder(model_args, attn_impl=attn_impl, drop_path_rate=drop_path_rate)
     predictor = VisionTransformerPredictor(
         grid_size=encoder.grid_size,
@@ -66,6 +74,7 @@ def build_models(
         depth=model_args["pred_depth"],
         num_heads=encoder.num_heads,
         attn_impl=check_attn_impl(attn_impl),
+        shared_context=pred_shared_context,
     )
     target = copy.deepcopy(encoder)
     for p in target.parameters():

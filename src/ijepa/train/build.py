@@ -72,6 +72,7 @@ def build_mask_generator(
         allow_overlap=m.allow_overlap,
         mode=mode,
         per_image_size=m.per_image_size if mode == "default" else False,
+        fixed_sizes=m.fixed_sizes if mode == "default" else False,
     )
 
 

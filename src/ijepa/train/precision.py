@@ -1,8 +1,10 @@
-"""``meta.use_bfloat16: auto``: bf16 autocast or fp32, measured for the run's own shapes.
+"""Choices made by measurement at the start of training, for the run's own shapes.
 
-The transformer blocks of one training step (target encoder forward on the whole image, context
-encoder and predictor forward+backward) are timed in both dtypes by
-:func:`ijepa.hardware.choose_bf16`, once per process, at the start of training.
+``meta.use_bfloat16: auto``: the transformer blocks of one training step (target encoder forward
+on the whole image, context encoder and predictor forward+backward) are timed in both dtypes by
+:func:`ijepa.hardware.choose_bf16`. ``attn_impl: auto`` under ``meta.compile``: one eager step
+on synthetic data lets every attention module measure and record its kernel before tracing
+(``torch.compile`` cannot time kernels while it traces).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import nn
 from ijepa.hardware import BlockShape, DtypeChoice, choose_bf16
 from ijepa.models import Block
 
-__all__ = ["resolve_bf16", "step_block_shapes"]
+__all__ = ["resolve_bf16", "step_block_shapes", "warm_up_kernels"]
 
 
 def _dims(module: nn.Module, width: int, depth: int, heads: int) -> dict[str, Any]:
@@ -67,3 +69,33 @@ def resolve_bf16(
         raise ValueError(f"use_bfloat16 must be true, false or 'auto', got {setting!r}")
     shapes = step_block_shapes(models, batch_size, masks_enc, masks_pred)
     return choose_bf16(shapes, device)
+
+
+def warm_up_kernels(
+    models: Any,
+    *,
+    images_shape: tuple[int, ...],
+    masks_enc: torch.Tensor,
+    masks_pred: torch.Tensor,
+    bf16: bool,
+) -> None:
+    """One eager forward+backward on random images, so that ``attn_impl="auto"`` measures and
+    records its kernels; gradients are dropped and the RNG states restored afterwards.
+
+    Args:
+        models: the unwrapped networks (on their device).
+        images_shape: ``(B, C, H, W)`` of a step's images.
+        masks_enc: context masks of one step ``(nenc, B, Kc)`` (any valid indices).
+        masks_pred: target masks of one step ``(M, B, Kt)``.
+        bf16: whether the step runs under bf16 autocast.
+    """
+    from ijepa.train.step import forward_loss  # step imports models; keep this module light
+
+    device = next(models.encoder.parameters()).device
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        images = torch.randn(images_shape, device=device)
+        out = forward_loss(models, images, masks_enc.to(device), masks_pred.to(device), bf16=bf16)
+        out.loss.backward()
+    for module in (models.encoder, models.predictor):
+        module.zero_grad(set_to_none=True)

@@ -30,6 +30,7 @@ from ijepa.train.checkpointer import Checkpointer
 from ijepa.train.guards import Phase
 from ijepa.train.optim import build_optimizer
 from ijepa.train.parallel import PARALLEL_MODES, ParallelModels, wrap_models
+from ijepa.train.precision import resolve_bf16, warm_up_kernels
 from ijepa.train.resume import Resume, resume_models
 from ijepa.train.schedules import Schedules
 from ijepa.train.step import Regularizer, StepOutput, train_step
@@ -95,7 +96,10 @@ def _build_models(cfg: Config, model_args: dict[str, Any], device: torch.device)
     """The networks of a run, on its device (target encoder in eval mode)."""
     try:
         models = build_models(
-            model_args, attn_impl=cfg.meta.attn_impl, drop_path_rate=cfg.meta.drop_path_rate
+            model_args,
+            attn_impl=cfg.meta.attn_impl,
+            drop_path_rate=cfg.meta.drop_path_rate,
+            pred_shared_context=cfg.meta.pred_shared_context,
         )
     except ValueError as err:
         raise ConfigError(f"invalid model settings (meta.*, mask.patch_size): {err}") from err
@@ -103,6 +107,43 @@ def _build_models(cfg: Config, model_args: dict[str, Any], device: torch.device)
         module.to(device)
     models.target_encoder.eval()
     return models
+
+
+def _measured_choices(
+    cfg: Config, ctx: DistContext, models: JEPAModels, batches: TrainBatches
+) -> bool:
+    """Resolve ``meta.use_bfloat16: auto`` (rank 0's measurement for every rank) and, under
+    ``meta.compile`` with ``attn_impl: auto``, record the attention kernels eagerly; returns
+    whether the steps run under bf16 autocast."""
+    if cfg.meta.deterministic and cfg.meta.attn_impl == "auto":
+        # a measured choice may differ between processes (and so break exact resume): pin SDPA
+        for module in (models.encoder, models.predictor, models.target_encoder):
+            module.set_attn_impl("sdpa")  # type: ignore[operator]
+    setting = cfg.meta.use_bfloat16
+    batch = cfg.data.batch_size
+    masks_enc, masks_pred = batches.masks(batch, torch.Generator().manual_seed(0))
+    if isinstance(setting, bool):
+        bf16 = setting
+    else:
+        choice = resolve_bf16(
+            setting,
+            models,
+            batch_size=batch,
+            masks_enc=masks_enc,
+            masks_pred=masks_pred,
+            device=ctx.device,
+        )
+        bf16 = bool(ctx.all_gather_object(choice.bf16)[0]) if ctx.distributed else choice.bf16
+    if cfg.meta.compile and cfg.meta.attn_impl == "auto":
+        side = cfg.data.crop_size
+        warm_up_kernels(
+            models,
+            images_shape=(batch, batches.in_chans, side, side),
+            masks_enc=masks_enc,
+            masks_pred=masks_pred,
+            bf16=bf16,
+        )
+    return bf16
 
 
 def _compiled(models: JEPAModels) -> JEPAModels:
@@ -141,6 +182,8 @@ class Run:
     end_step: int
     checkpointer: Checkpointer
     regularizer: Regularizer | None = None
+    bf16: bool = False
+    """Whether the steps run under bf16 autocast (``meta.use_bfloat16``, ``auto`` resolved)."""
 
     def step(self, step: int, batch: Batch) -> StepOutput:
         """One optimisation step (:func:`~ijepa.train.step.train_step`) on the batch of ``step``."""
@@ -153,7 +196,7 @@ class Run:
             batch.masks_pred,
             **self.sched.at(step),
             loss_kind=o.loss,
-            bf16=self.cfg.meta.use_bfloat16,
+            bf16=self.bf16,
             skip_nonfinite=o.nan_policy == "skip",
             regularizer=self.regularizer,
             reg_weight=self.cfg.meta.reg_weight,
@@ -188,6 +231,8 @@ def start_run(cfg: Config, ctx: DistContext, phase: Phase) -> Run:
         global_batch=batches.global_batch_size,
         iterations_per_epoch=ipe,
     )
+    phase.where = "measuring bf16 against fp32 and the attention kernels"
+    bf16 = _measured_choices(cfg, ctx, models, batches)
     phase.where = "wrapping the models"
     parallel = wrap_models(
         models,
@@ -195,7 +240,7 @@ def start_run(cfg: Config, ctx: DistContext, phase: Phase) -> Run:
         world_size=ctx.world_size,
         rank=ctx.rank,
         device=ctx.device,
-        bf16=cfg.meta.use_bfloat16,
+        bf16=bf16,
         activation_checkpointing=cfg.meta.activation_checkpointing,
     )
     o = cfg.optimization
@@ -233,4 +278,5 @@ def start_run(cfg: Config, ctx: DistContext, phase: Phase) -> Run:
         end_step,
         checkpointer,
         build_regularizer(cfg),
+        bf16=bf16,
     )
