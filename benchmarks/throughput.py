@@ -53,6 +53,7 @@ from ijepa.masks import MultiBlockMaskGenerator, make_generator
 from ijepa.models import JEPAModels, build_models
 from ijepa.train.build import build_mask_generator, model_args_from_config
 from ijepa.train.optim import build_optimizer
+from ijepa.train.precision import warm_up_kernels
 from ijepa.train.step import (
     autocast_context,
     compute_targets,
@@ -178,14 +179,29 @@ def build_bench(spec: dict[str, Any]) -> Bench:
     device = torch.device(spec["device"])
     torch.manual_seed(0)
     in_chans = 3
-    models = build_models(model_args_from_config(cfg, in_chans), attn_impl=cfg.meta.attn_impl)
+    models = build_models(
+        model_args_from_config(cfg, in_chans),
+        attn_impl=cfg.meta.attn_impl,
+        pred_shared_context=cfg.meta.pred_shared_context,
+    )
     for module in (models.encoder, models.predictor, models.target_encoder):
         module.to(device)
     models.target_encoder.eval()
     fused = {"auto": None, "fused": True, "foreach": False}[spec.get("adamw", "auto")]
     optimizer = build_optimizer(models.encoder, models.predictor, lr=1e-4, fused=fused)
+    masks = build_mask_generator(cfg, mode=spec.get("masks", "default"))
     step_models = models
     if spec["compiled"]:
+        if cfg.meta.attn_impl == "auto":  # as training does: kernels measured eagerly first
+            me, mp = masks(cfg.data.batch_size, make_generator(0, 0, 0))
+            side = cfg.data.crop_size
+            warm_up_kernels(
+                models,
+                images_shape=(cfg.data.batch_size, in_chans, side, side),
+                masks_enc=me,
+                masks_pred=mp,
+                bf16=spec["dtype"] == "bf16",
+            )
         step_models = JEPAModels(
             encoder=torch.compile(models.encoder),  # type: ignore[arg-type]
             predictor=torch.compile(models.predictor),  # type: ignore[arg-type]
@@ -195,7 +211,6 @@ def build_bench(spec: dict[str, Any]) -> Bench:
     pool = torch.randint(0, 256, (max(64, cfg.data.batch_size), in_chans, side, side)).to(
         torch.uint8
     )
-    masks = build_mask_generator(cfg, mode=spec.get("masks", "default"))
     return Bench(cfg, device, models, step_models, optimizer, pool, masks, spec["dtype"] == "bf16")
 
 

@@ -98,14 +98,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_steps(step: Callable[[int], None], warmup: int, steps: int) -> list[float]:
-    times = []
+def time_steps(
+    step: Callable[[int], None], warmup: int, steps: int
+) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds of each timed step."""
+    times, cpu = [], []
     for i in range(warmup + steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step(i)
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return times
+            cpu.append(time.process_time() - start_cpu)
+    return times, cpu
 
 
 # --------------------------------------------------------------------------------------- masks
@@ -198,18 +202,18 @@ def child_official(spec: dict[str, Any]) -> dict[str, Any]:
             ):
                 param_k.data.mul_(MOMENTUM).add_((1.0 - MOMENTUM) * param_q.detach().data)
 
-    times = time_steps(step, spec["warmup"], spec["steps"])
+    times, cpu = time_steps(step, spec["warmup"], spec["steps"])
     rss = peak_rss_mb()
     n = spec["warmup"] + spec["steps"]
     with FlopCounterMode(display=False) as counter:
         forward(n, False).backward()
-    return result(spec, times, rss, counter.get_total_flops(), w["batch"])
+    return result(spec, times, cpu, rss, counter.get_total_flops(), w["batch"])
 
 
 # ----------------------------------------------------------------------------------------- ours
 def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     """Time our train step (``ijepa.train.step.train_step``) on the same masks and images."""
-    from ijepa.train.build import build_models
+    from ijepa.models import build_models
     from ijepa.train.optim import build_optimizer
     from ijepa.train.precision import resolve_bf16
     from ijepa.train.step import forward_loss, train_step
@@ -226,9 +230,10 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
         "pred_depth": w["pred_depth"],
         "pred_emb_dim": w["pred_dim"],
     }
-    models = build_models(model_args, attn_impl=spec["attn_impl"])
+    models = build_models(
+        model_args, attn_impl=spec["attn_impl"], pred_shared_context=config == "auto-shared"
+    )
     models.target_encoder.eval()
-    models.predictor.shared_context = config == "auto-shared"
     optimizer = build_optimizer(models.encoder, models.predictor, lr=LR)
     if config in ("auto", "auto-shared"):
         choice = resolve_bf16(
@@ -256,7 +261,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
             bf16=bf16,
         )
 
-    times = time_steps(step, spec["warmup"], spec["steps"])
+    times, cpu = time_steps(step, spec["warmup"], spec["steps"])
     rss = peak_rss_mb()
     n = spec["warmup"] + spec["steps"]
     with FlopCounterMode(display=False) as counter:
@@ -264,7 +269,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
             models, images_for(n, w["batch"], w["crop"]), masks["enc"][n], masks["pred"][n]
         )
         out.loss.backward()
-    row = result(spec, times, rss, counter.get_total_flops(), w["batch"])
+    row = result(spec, times, cpu, rss, counter.get_total_flops(), w["batch"])
     from ijepa.models.attention_kernels import kernel_chooser
 
     row["bf16"] = bf16
@@ -278,15 +283,23 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def result(
-    spec: dict[str, Any], times: list[float], rss: float, flops: float, batch: int
+    spec: dict[str, Any],
+    times: list[float],
+    cpu: list[float],
+    rss: float,
+    flops: float,
+    batch: int,
 ) -> dict[str, Any]:
     step_s = statistics.median(times)
+    cpu_s = statistics.median(cpu)
     return {
         "workload": spec["workload"],
         "config": spec["config"],
         "repeat": spec["repeat"],
         "img_per_s": round(batch / step_s, 3),
         "step_s": round(step_s, 4),
+        "cpu_s": round(cpu_s, 4),
+        "img_per_cpu_s": round(batch / cpu_s, 3),
         "peak_rss_mb": round(rss, 1),
         "gflop_per_step": round(flops / 1e9, 2),
         "threads": torch.get_num_threads(),
@@ -312,37 +325,43 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarise(rows: list[dict[str, Any]], workloads: list[str], configs: list[str]) -> None:
-    """Median over repeats per (workload, config), with ratios to the official step."""
+    """Medians over repeats per (workload, config), with ratios to the official step.
+
+    Two speeds: images per wall second (what a user sees) and images per process-CPU second
+    (less sensitive to other jobs on a shared machine). The RSS ratio compares with the
+    official step in the same dtype.
+    """
     from ijepa.hardware import cpu_name
 
     log(
         f"\n{cpu_name()} | torch {torch.__version__} | {rows[0]['threads']} threads | medians of "
         f"{max(r['repeat'] for r in rows) + 1} alternating repeats"
     )
-    head = (
-        f"{'workload':8} {'config':14} {'img/s':>8} {'x off fp32':>10} {'x off bf16':>10} "
-        f"{'RSS MB':>7} {'x off RSS':>9} {'GFLOP':>7} {'bf16':>5}"
+    log(
+        "| workload | config | img/s | x official fp32 | x official bf16 | img/CPU-s "
+        "| x official fp32 | x official bf16 | peak RSS MB | x official | GFLOP/step | bf16 |"
     )
-    log(head)
+    log("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for wl in workloads:
         med: dict[str, dict[str, float]] = {}
         for config in configs:
             mine = [r for r in rows if r["workload"] == wl and r["config"] == config]
             med[config] = {
                 "ips": statistics.median(r["img_per_s"] for r in mine),
+                "cps": statistics.median(r["img_per_cpu_s"] for r in mine),
                 "rss": statistics.median(r["peak_rss_mb"] for r in mine),
                 "gflop": mine[0]["gflop_per_step"],
                 "bf16": float(mine[0].get("bf16", config == "official-bf16")),
             }
-        off32 = med["official-fp32"]["ips"]
-        off16 = med["official-bf16"]["ips"]
+        o32, o16 = med["official-fp32"], med["official-bf16"]
         for config in configs:
             m = med[config]
-            rss_ref = med["official-bf16" if m["bf16"] else "official-fp32"]["rss"]
+            rss_ref = (o16 if m["bf16"] else o32)["rss"]
             log(
-                f"{wl:8} {config:14} {m['ips']:8.2f} {m['ips'] / off32:10.2f} "
-                f"{m['ips'] / off16:10.2f} {m['rss']:7.0f} {m['rss'] / rss_ref:9.2f} "
-                f"{m['gflop']:7.1f} {'yes' if m['bf16'] else 'no':>5}"
+                f"| {wl} | {config} | {m['ips']:.2f} | {m['ips'] / o32['ips']:.2f} | "
+                f"{m['ips'] / o16['ips']:.2f} | {m['cps']:.2f} | {m['cps'] / o32['cps']:.2f} | "
+                f"{m['cps'] / o16['cps']:.2f} | {m['rss']:.0f} | {m['rss'] / rss_ref:.2f} | "
+                f"{m['gflop']:.1f} | {'yes' if m['bf16'] else 'no'} |"
             )
 
 
