@@ -104,6 +104,16 @@ class MaskConfig:
     """Static shapes: every step has the same context and target token counts (longer masks
     subsampled, contexts below the count resampled; ``mode: default`` only), so that
     ``meta.compile`` traces the step once (see :mod:`ijepa.masks.fixed`)."""
+    strategy: str = "multiblock"
+    """Masking strategy: ``multiblock`` (the paper's), or the paper's ablations ``random`` (60 % of
+    the patches at random are targets), ``block`` (one target block of 60 %) and ``raster`` (one
+    quadrant is the context, the other three are targets); see docs/variants.md. The ablation
+    strategies fix their own block counts and sizes (``num_pred_masks``, ``pred_mask_scale`` and
+    ``enc_mask_scale`` apply to ``multiblock`` only)."""
+    pad: bool = False
+    """Keep every patch of every mask: pad shorter masks to the batch's longest and mask the
+    padding out of attention and loss, instead of subsampling longer masks to the shortest
+    (default mode only)."""
 
 
 @dataclass
@@ -151,6 +161,22 @@ class MetaConfig:
     activation_checkpointing: bool = False
     """Recompute each transformer block's forward in backward (less activation memory, one extra
     forward pass of the blocks per step)."""
+    backbone: str = "vit"
+    """Encoder architecture: ``vit`` or ``energy`` (the Energy Transformer: one shared block of
+    energy attention and a Hopfield network, ``energy_steps`` steps of descent on its energy;
+    width and heads from ``enc_emb_dim``/``enc_num_heads`` or the size, ``enc_depth`` unused)."""
+    energy_steps: int = 12
+    """``backbone=energy``: descent steps T (the paper's 12)."""
+    energy_step_size: float = 0.1
+    """``backbone=energy``: descent step size (the authors' code uses 0.1)."""
+    target: str = "latent"
+    """What the predictor predicts: ``latent`` (the target encoder's representations, the paper)
+    or ``pixels`` (per-patch normalised pixels of the target blocks, through a linear head on the
+    predictor: the paper's pixel-target ablation)."""
+    teacher: str = "ema"
+    """``ema`` (the target encoder is an EMA of the context encoder) or ``none`` (LeJEPA's
+    EMA-free form: targets come from the context encoder's own full-image pass, with gradients;
+    needs ``regularizer=sigreg``; see docs/variants.md)."""
     regularizer: str = "none"
     """Anti-collapse term added to the loss: ``none`` (the paper) or ``sigreg`` (LeJEPA's sketched
     isotropic Gaussian regulariser of the context embeddings; see :mod:`ijepa.train.regularizers`)."""
@@ -215,6 +241,10 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "optimization.nan_policy": ("stop", "skip"),
     "meta.parallel": ("ddp", "fsdp"),
     "meta.regularizer": ("none", "sigreg"),
+    "meta.backbone": ("vit", "energy"),
+    "meta.target": ("latent", "pixels"),
+    "meta.teacher": ("ema", "none"),
+    "mask.strategy": ("multiblock", "random", "block", "raster"),
     "meta.reg_on": ("pooled", "tokens"),
     "logging.checkpoint_failure": ("stop", "retry"),
     "logging.wandb_mode": ("online", "offline"),
@@ -436,6 +466,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"meta.reg_weight must be a finite number >= 0, got {cfg.meta.reg_weight}"
         )
+    _validate_variants(cfg)
     if o.time_limit_min is not None and o.time_limit_min <= 0:
         raise ConfigError(f"optimization.time_limit_min must be > 0, got {o.time_limit_min}")
     for key in ("lr", "start_lr", "final_lr", "weight_decay", "final_weight_decay"):
@@ -451,6 +482,36 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"logging.{key} must be >= 0, got {getattr(cfg.logging, key)}")
     if not -(2**63) <= cfg.meta.seed < 2**64:  # what torch.manual_seed accepts
         raise ConfigError(f"meta.seed must lie in [-2**63, 2**64), got {cfg.meta.seed}")
+
+
+def _validate_variants(cfg: Config) -> None:
+    """Checks of the variant switches (backbone, target, teacher, mask strategy, padding)."""
+    m, meta = cfg.mask, cfg.meta
+    if meta.teacher == "none" and meta.regularizer == "none":
+        raise ConfigError(
+            "meta.teacher=none needs meta.regularizer=sigreg: without a teacher the targets come "
+            "from the trained encoder itself, and nothing but the regulariser stops it from "
+            "collapsing to a constant"
+        )
+    if m.strategy != "multiblock":
+        if m.mode != "default":
+            raise ConfigError(
+                f"mask.mode={m.mode} applies to mask.strategy=multiblock only, not {m.strategy}"
+            )
+        if m.num_enc_masks != 1:
+            raise ConfigError(
+                f"mask.strategy={m.strategy} has one context (the targets' complement); "
+                f"set mask.num_enc_masks=1 (got {m.num_enc_masks})"
+            )
+    if m.pad and m.mode == "official":
+        raise ConfigError(
+            "mask.pad=true is not available with mask.mode=official (the official collator "
+            "truncates every context to the batch's shortest)"
+        )
+    if meta.energy_steps < 1:
+        raise ConfigError(f"meta.energy_steps must be >= 1, got {meta.energy_steps}")
+    if not meta.energy_step_size > 0:
+        raise ConfigError(f"meta.energy_step_size must be > 0, got {meta.energy_step_size}")
 
 
 def dataset_spec(cfg: Config) -> str:

@@ -1,0 +1,54 @@
+"""Config keys of the variants: choices, cross-field checks with one-line messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from ijepa.config import Config, ConfigError, apply_overrides, validate
+
+
+def _validated(*overrides: str) -> Config:
+    cfg = apply_overrides(Config(), list(overrides))
+    validate(cfg)
+    return cfg
+
+
+def test_defaults_are_the_paper() -> None:
+    cfg = Config()
+    assert (cfg.mask.strategy, cfg.mask.pad) == ("multiblock", False)
+    assert (cfg.meta.backbone, cfg.meta.target, cfg.meta.teacher) == ("vit", "latent", "ema")
+
+
+def test_every_variant_validates() -> None:
+    for item in (
+        "mask.strategy=random",
+        "mask.strategy=block",
+        "mask.strategy=raster",
+        "mask.pad=true",
+        "meta.backbone=energy",
+        "meta.target=pixels",
+    ):
+        _validated(item)
+    _validated("meta.teacher=none", "meta.regularizer=sigreg")
+    _validated("meta.backbone=energy", "meta.energy_steps=4", "meta.energy_step_size=0.05")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["mask.strategy=grid"], "mask.strategy must be one of multiblock, random, block, raster"),
+        (["meta.backbone=resnet"], "meta.backbone must be one of vit, energy"),
+        (["meta.target=tokens"], "meta.target must be one of latent, pixels"),
+        (["meta.teacher=momentum"], "meta.teacher must be one of ema, none"),
+        (["meta.teacher=none"], "meta.teacher=none needs meta.regularizer=sigreg"),
+        (["mask.strategy=raster", "mask.mode=official"], "applies to mask.strategy=multiblock"),
+        (["mask.strategy=random", "mask.num_enc_masks=2"], "set mask.num_enc_masks=1"),
+        (["mask.pad=true", "mask.mode=official"], "mask.pad=true is not available"),
+        (["meta.energy_steps=0"], "meta.energy_steps must be >= 1"),
+        (["meta.energy_step_size=0"], "meta.energy_step_size must be > 0"),
+    ],
+)
+def test_bad_variant_settings_are_clear(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _validated(*overrides)
+    assert needle in str(err.value)
