@@ -64,3 +64,20 @@ def test_errors_are_loud() -> None:
         apply_masks(x, torch.tensor([[0, 9], [1, 2]]))
     with pytest.raises(IndexError):
         apply_masks(x, torch.tensor([[0, 1], [-1, 2]]))
+
+
+def test_split_padding_finds_cpu_padding_and_takes_a_given_valid_mask() -> None:
+    from ijepa.models.gather import PAD, split_padding
+
+    plain = torch.tensor([[0, 1], [2, 3]])
+    idx, valid = split_padding(plain)
+    assert torch.equal(idx[0], plain) and valid is None
+    padded = torch.tensor([[[0, 4, PAD], [1, 2, 3]]])  # (n=1, B=2, K=3)
+    idx, valid = split_padding(padded)
+    assert idx.min() >= 0 and valid is not None
+    assert valid.tolist() == [[True, True, False], [True, True, True]]
+    given = torch.ones(1, 2, 3, dtype=torch.bool)
+    _, valid = split_padding(padded, given)
+    assert valid is not None and valid.shape == (2, 3) and bool(valid.all())
+    with pytest.raises(ValueError, match="valid has 1 rows"):
+        split_padding(padded, torch.ones(1, 3, dtype=torch.bool))

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ijepa.models.gather import MaskArg, apply_masks, stack_masks
+from ijepa.models.gather import MaskArg, apply_masks, split_padding
 from ijepa.models.layers import PatchEmbed, init_official_
 from ijepa.models.pos_embed import get_2d_sincos_pos_embed, to_2tuple
 
@@ -260,13 +260,14 @@ class EnergyTransformer(nn.Module):
         self.pos_embed = nn.Parameter(table[None], requires_grad=False)
 
     def prepare_tokens(
-        self, x: torch.Tensor, masks: MaskArg | None = None
+        self, x: torch.Tensor, masks: MaskArg | None = None, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Patch tokens plus positions, the masked ones kept, and which of them are real.
 
         Args:
             x: images ``(B, C, H, W)``.
             masks: optional patch indices (``(B, K)``, ``(n, B, K)`` or a list); -1 pads a row.
+            valid: real slots of padded masks (see :func:`~ijepa.models.gather.split_padding`).
 
         Returns:
             ``(tokens (n*B, K, D), valid (n*B, K) or None)``; ``valid`` is None without padding.
@@ -281,12 +282,8 @@ class EnergyTransformer(nn.Module):
         tokens = self.patch_embed(x) + pos
         if masks is None:
             return tokens, None
-        idx = stack_masks(masks)
-        pad = idx < 0
-        if not bool(pad.any()):
-            return apply_masks(tokens, idx), None
-        tokens = apply_masks(tokens, idx.clamp(min=0))
-        return tokens, ~pad.reshape(-1, idx.shape[-1])
+        idx, valid = split_padding(masks, valid)
+        return apply_masks(tokens, idx), valid
 
     def descend(
         self, x: torch.Tensor, valid: torch.Tensor | None = None, keep: int = 1
@@ -304,9 +301,15 @@ class EnergyTransformer(nn.Module):
                 states.append(self.norm(x))
         return states
 
-    def forward(self, x: torch.Tensor, masks: MaskArg | None = None) -> torch.Tensor:
-        """Encode images: ``(B, N, D)``, or ``(n * B, K, D)`` for the tokens named by ``masks``."""
-        tokens, valid = self.prepare_tokens(x, masks)
+    def forward(
+        self, x: torch.Tensor, masks: MaskArg | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Encode images: ``(B, N, D)``, or ``(n * B, K, D)`` for the tokens named by ``masks``.
+
+        Padded masks (-1) need ``valid`` when they live on an accelerator (see
+        :func:`~ijepa.models.gather.split_padding`); padded slots come out as unused tokens.
+        """
+        tokens, valid = self.prepare_tokens(x, masks, valid)
         return self.descend(tokens, valid)[-1]
 
     def get_intermediate_layers(

@@ -3,6 +3,10 @@
 Masks are index tensors into the row-major patch grid, as produced by :mod:`ijepa.masks`:
 ``(B, K)`` for one mask per image, or ``(n, B, K)`` / a list of ``n`` ``(B, K)`` tensors for
 several. Outputs are mask-major: row ``i * B + b`` holds mask ``i`` of image ``b``.
+
+Padded masks (``mask.pad``) end their rows in ``PAD`` (-1); :func:`split_padding` turns them into
+gatherable indices and a ``valid`` mask of the real tokens, which the models leave out of their
+attention and the loss out of its mean.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["MaskArg", "apply_masks", "check_mask_range", "stack_masks"]
+__all__ = ["PAD", "MaskArg", "apply_masks", "check_mask_range", "split_padding", "stack_masks"]
 
 MaskArg = torch.Tensor | Sequence[torch.Tensor]
+
+PAD = -1
+"""Index of a padding slot in a padded mask (the value :mod:`ijepa.masks` pads with)."""
 
 
 def stack_masks(masks: MaskArg, name: str = "masks") -> torch.Tensor:
@@ -92,3 +99,35 @@ def apply_masks(x: torch.Tensor, masks: MaskArg) -> torch.Tensor:
     offsets = torch.arange(b, device=x.device, dtype=torch.long).mul_(num_tokens).view(1, b, 1)
     flat = (idx + offsets).reshape(-1)
     return x.reshape(b * num_tokens, dim).index_select(0, flat).view(n * b, k, dim)
+
+
+def split_padding(
+    masks: MaskArg, valid: torch.Tensor | None = None, name: str = "masks"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gatherable indices of possibly padded masks, and which slots are real.
+
+    Args:
+        masks: ``(B, K)``, ``(n, B, K)`` or a list, padded with :data:`PAD` at the end of a row.
+        valid: ``(n * B, K)`` or ``(n, B, K)`` bool, True for real slots, when the caller knows
+            it (required for padded masks that already live on an accelerator: finding the
+            padding there would cost a device synchronisation).
+        name: argument name used in error messages.
+
+    Returns:
+        ``(indices (n, B, K) with PAD replaced by 0, valid (n * B, K) or None)``; ``valid`` is
+        None when nothing is padded.
+    """
+    idx = stack_masks(masks, name)
+    if valid is None:
+        if idx.device.type != "cpu" or torch.compiler.is_compiling():
+            return idx, None  # not inspected: see ``valid`` above
+        pad = idx == PAD
+        if not bool(pad.any()):
+            return idx, None
+        valid = ~pad
+    valid = valid.reshape(-1, idx.shape[-1]).to(device=idx.device, dtype=torch.bool)
+    if valid.shape[0] != idx.shape[0] * idx.shape[1]:
+        raise ValueError(
+            f"valid has {valid.shape[0]} rows, {name} has {idx.shape[0] * idx.shape[1]}"
+        )
+    return idx.clamp(min=0), valid
