@@ -110,10 +110,6 @@ class MaskConfig:
     quadrant is the context, the other three are targets); see docs/variants.md. The ablation
     strategies fix their own block counts and sizes (``num_pred_masks``, ``pred_mask_scale`` and
     ``enc_mask_scale`` apply to ``multiblock`` only)."""
-    pad: bool = False
-    """Keep every patch of every mask: pad shorter masks to the batch's longest and mask the
-    padding out of attention and loss, instead of subsampling longer masks to the shortest
-    (default mode only)."""
 
 
 @dataclass
@@ -485,7 +481,7 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_variants(cfg: Config) -> None:
-    """Checks of the variant switches (backbone, target, teacher, mask strategy, padding)."""
+    """Checks of the variant switches (backbone, target, teacher, mask strategy)."""
     m, meta = cfg.mask, cfg.meta
     if meta.teacher == "none" and meta.regularizer == "none":
         raise ConfigError(
@@ -503,11 +499,6 @@ def _validate_variants(cfg: Config) -> None:
                 f"mask.strategy={m.strategy} has one context (the targets' complement); "
                 f"set mask.num_enc_masks=1 (got {m.num_enc_masks})"
             )
-    if m.pad and m.mode == "official":
-        raise ConfigError(
-            "mask.pad=true is not available with mask.mode=official (the official collator "
-            "truncates every context to the batch's shortest)"
-        )
     if meta.energy_steps < 1:
         raise ConfigError(f"meta.energy_steps must be >= 1, got {meta.energy_steps}")
     if not meta.energy_step_size > 0:

@@ -15,7 +15,7 @@ def _validated(*overrides: str) -> Config:
 
 def test_defaults_are_the_paper() -> None:
     cfg = Config()
-    assert (cfg.mask.strategy, cfg.mask.pad) == ("multiblock", False)
+    assert cfg.mask.strategy == "multiblock"
     assert (cfg.meta.backbone, cfg.meta.target, cfg.meta.teacher) == ("vit", "latent", "ema")
 
 
@@ -24,7 +24,6 @@ def test_every_variant_validates() -> None:
         "mask.strategy=random",
         "mask.strategy=block",
         "mask.strategy=raster",
-        "mask.pad=true",
         "meta.backbone=energy",
         "meta.target=pixels",
     ):
@@ -43,7 +42,6 @@ def test_every_variant_validates() -> None:
         (["meta.teacher=none"], "meta.teacher=none needs meta.regularizer=sigreg"),
         (["mask.strategy=raster", "mask.mode=official"], "applies to mask.strategy=multiblock"),
         (["mask.strategy=random", "mask.num_enc_masks=2"], "set mask.num_enc_masks=1"),
-        (["mask.pad=true", "mask.mode=official"], "mask.pad=true is not available"),
         (["meta.energy_steps=0"], "meta.energy_steps must be >= 1"),
         (["meta.energy_step_size=0"], "meta.energy_step_size must be > 0"),
     ],

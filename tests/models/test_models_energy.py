@@ -120,6 +120,16 @@ def test_state_dict_round_trip_and_names() -> None:
     assert torch.equal(enc(x), twin(x))
 
 
+def test_attention_maps_are_distributions() -> None:
+    torch.manual_seed(6)
+    enc = _encoder()
+    maps = enc.get_attention_maps(torch.randn(2, 1, 16, 16), layer=2)
+    assert maps.shape == (2, 2, 16, 16)
+    assert torch.allclose(maps.sum(-1), torch.ones(2, 2, 16))
+    with pytest.raises(ValueError, match="layer must be in"):
+        enc.get_attention_maps(torch.randn(1, 1, 16, 16), layer=6)
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="step_size"):
         _encoder(step_size=0.0)

@@ -90,15 +90,15 @@ def test_bad_input_is_one_line(argv: list[str], needle: str) -> None:
 @pytest.mark.slow
 def test_two_variants_end_to_end_and_reuse(tmp_path: Path) -> None:
     cmd = [
-        sys.executable, str(SCRIPT), "--quick", "--data", "embedded:512",
-        "--variants", "i-jepa,raster", "--minutes", "0.25", "--train-images", "300",
-        "--test-images", "100", "--out", str(tmp_path), "--nice", "0",
+        sys.executable, str(SCRIPT), "--quick", "--data", "embedded",
+        "--variants", "i-jepa,raster", "--minutes", "0.8", "--train-images", "1000",
+        "--test-images", "200", "--out", str(tmp_path), "--nice", "0",
         "--set", "data.batch_size=16",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
-    rows = last["summary"]["embedded:512"]
+    rows = last["summary"]["embedded"]
     assert set(rows) == {"i-jepa", "raster"}
     assert rows["raster"]["paper_direction"] == "lower"
     assert rows["raster"]["reproduced"] in ("yes", "no (reversed)", "mixed")

@@ -27,6 +27,8 @@ from ijepa.checkpoint import CheckpointError, load_module_state, strip_prefix
 from ijepa.models import (
     VIT_SIZES,
     Block,
+    Encoder,
+    EnergyTransformer,
     JEPAModels,
     VisionTransformer,
     build_encoder,
@@ -272,7 +274,7 @@ def meta_models(model_args: Mapping[str, Any]) -> JEPAModels:
         return build_models(dict(model_args))
 
 
-def meta_encoder(model_args: Mapping[str, Any]) -> VisionTransformer:
+def meta_encoder(model_args: Mapping[str, Any]) -> Encoder:
     """An encoder on the ``meta`` device."""
     with torch.device("meta"):
         return build_encoder(dict(model_args))
@@ -295,7 +297,7 @@ def check_models(state: Mapping[str, Any], model_args: Mapping[str, Any], what: 
 
 def build_empty_encoder(
     model_args: Mapping[str, Any], device: str | torch.device = "cpu"
-) -> VisionTransformer:
+) -> Encoder:
     """An encoder of the given architecture with uninitialised weights (to be loaded)."""
     encoder = meta_encoder(model_args)
     return encoder.to_empty(device=device)
@@ -306,7 +308,7 @@ def encoder_from_state(
     model_args: Mapping[str, Any],
     what: str,
     device: str | torch.device = "cpu",
-) -> VisionTransformer:
+) -> Encoder:
     """Build an encoder for ``model_args`` and load ``state_dict`` into it strictly."""
     encoder = build_empty_encoder(model_args, device)
     load_module_state(encoder, state_dict, what)
@@ -332,8 +334,34 @@ def mlp_hidden(encoder: VisionTransformer) -> int:
     return first_block(encoder).mlp.fc1.out_features
 
 
-def encoder_model_args(encoder: VisionTransformer) -> dict[str, Any]:
+def require_vit(encoder: Encoder, target: str) -> VisionTransformer:
+    """``encoder`` if it is a ViT; a clear error for formats that only know ViTs."""
+    if not isinstance(encoder, VisionTransformer):
+        raise ConversionError(
+            f"{target} has no {type(encoder).__name__} architecture; export an energy-backbone "
+            "encoder with ijepa.compat.save_encoder (.safetensors) or keep the training checkpoint"
+        )
+    return encoder
+
+
+def encoder_model_args(encoder: Encoder) -> dict[str, Any]:
     """``model_args`` describing an existing encoder module."""
+    if isinstance(encoder, EnergyTransformer):
+        arch = encoder.architecture()
+        return {
+            "model_name": "vit_tiny",  # the size table only names the width and heads, both given
+            "img_size": arch["img_size"],
+            "patch_size": arch["patch_size"],
+            "in_chans": arch["in_chans"],
+            "pred_depth": None,
+            "pred_emb_dim": None,
+            "enc_depth": None,
+            "enc_emb_dim": arch["embed_dim"],
+            "enc_num_heads": arch["num_heads"],
+            "backbone": "energy",
+            "energy_steps": arch["steps"],
+            "energy_step_size": arch["step_size"],
+        }
     img = encoder.img_size
     return canonical_args(
         embed_dim=encoder.embed_dim,
@@ -348,7 +376,7 @@ def encoder_model_args(encoder: VisionTransformer) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def pos_embed_is_sincos(encoder: VisionTransformer, atol: float = 1e-5) -> bool:
+def pos_embed_is_sincos(encoder: Encoder, atol: float = 1e-5) -> bool:
     """Whether the stored ``pos_embed`` equals the fixed sin-cos table of its grid."""
     table = get_2d_sincos_pos_embed(encoder.embed_dim, encoder.grid_size)
     stored = encoder.pos_embed.detach().to("cpu", torch.float32)[0]

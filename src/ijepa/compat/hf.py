@@ -42,9 +42,10 @@ from ijepa.compat.arch import (
     encoder_from_state,
     encoder_model_args,
     first_block,
+    require_vit,
 )
 from ijepa.compat.safetensors_io import load_tensors, save_tensors
-from ijepa.models import VisionTransformer
+from ijepa.models import Encoder, VisionTransformer
 
 __all__ = [
     "encoder_to_hf_state",
@@ -210,9 +211,7 @@ def _preprocessor_config(encoder: VisionTransformer, meta: EncoderMeta | None) -
     }
 
 
-def save_hf(
-    encoder: VisionTransformer, folder: str | Path, meta: EncoderMeta | None = None
-) -> Path:
+def save_hf(encoder: Encoder, folder: str | Path, meta: EncoderMeta | None = None) -> Path:
     """Write ``encoder`` as a transformers ``IJepaModel`` folder.
 
     Args:
@@ -225,6 +224,7 @@ def save_hf(
         The folder, for ``IJepaModel.from_pretrained(folder)``.
     """
     folder = Path(folder)
+    encoder = require_vit(encoder, "transformers")
     if folder.exists() and not folder.is_dir():
         raise ConversionError(f"HF export goes to a folder, but {folder} is a file")
     folder.mkdir(parents=True, exist_ok=True)
@@ -282,9 +282,7 @@ def _args_from_config(config: Mapping[str, Any], what: str) -> dict[str, Any]:
     )
 
 
-def load_hf(
-    folder: str | Path, device: str | torch.device = "cpu"
-) -> tuple[VisionTransformer, EncoderMeta]:
+def load_hf(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Encoder, EncoderMeta]:
     """Read a transformers ``IJepaModel`` folder (ours or the hub's) into our encoder.
 
     Returns:

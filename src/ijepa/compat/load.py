@@ -39,7 +39,7 @@ from ijepa.compat.hf import load_hf
 from ijepa.compat.official import select_encoder
 from ijepa.compat.safetensors_io import read_header, read_keys, save_tensors
 from ijepa.compat.timm import load_timm, timm_state_to_encoder, unwrap_state_dict
-from ijepa.models import VisionTransformer
+from ijepa.models import Encoder
 
 __all__ = [
     "DEFAULT_CROP_PCT",
@@ -145,7 +145,7 @@ def detect_format(path: str | Path) -> str:
 
 def _from_training_checkpoint(
     state: Mapping[str, Any], what: str, which: str, device: str | torch.device
-) -> tuple[VisionTransformer, EncoderMeta]:
+) -> tuple[Encoder, EncoderMeta]:
     model_args = model_args_of(state, what)
     sd = select_encoder(state, which, what)
     encoder = encoder_from_state(sd, model_args, f"{what} [{which} encoder]", device)
@@ -176,7 +176,7 @@ def read_encoder(
     which: str = "target",
     fmt: str | None = None,
     device: str | torch.device = "cpu",
-) -> tuple[VisionTransformer, EncoderMeta]:
+) -> tuple[Encoder, EncoderMeta]:
     """Load an encoder from any supported format, as stored (no resize, train mode).
 
     Args:
@@ -218,9 +218,7 @@ def read_encoder(
     return encoder, meta
 
 
-def save_encoder(
-    encoder: VisionTransformer, path: str | Path, meta: EncoderMeta | None = None
-) -> Path:
+def save_encoder(encoder: Encoder, path: str | Path, meta: EncoderMeta | None = None) -> Path:
     """Write ``encoder`` as our ``.safetensors`` (official names, architecture in the header).
 
     The same file loads in timm (the names are timm's); :func:`load_encoder` reads it back.
@@ -278,7 +276,7 @@ def load_encoder(
     which: str = "target",
     img_size: int | tuple[int, int] | None = None,
     device: str | torch.device = "cpu",
-) -> tuple[VisionTransformer, Callable[[Any], torch.Tensor]]:
+) -> tuple[Encoder, Callable[[Any], torch.Tensor]]:
     """A ready I-JEPA encoder (eval mode) from any supported file, and its preprocessing.
 
     Args:

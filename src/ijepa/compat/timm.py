@@ -34,9 +34,10 @@ from ijepa.compat.arch import (
     encoder_model_args,
     infer_encoder_args,
     mlp_hidden,
+    require_vit,
 )
 from ijepa.compat.safetensors_io import load_tensors, read_meta, save_tensors
-from ijepa.models import VisionTransformer
+from ijepa.models import Encoder, VisionTransformer
 
 __all__ = [
     "load_timm",
@@ -119,9 +120,7 @@ def _timm_config(encoder: VisionTransformer, meta: EncoderMeta) -> dict[str, Any
     }
 
 
-def save_timm(
-    encoder: VisionTransformer, path: str | Path, meta: EncoderMeta | None = None
-) -> Path:
+def save_timm(encoder: Encoder, path: str | Path, meta: EncoderMeta | None = None) -> Path:
     """Write ``encoder`` as timm weights: a ``.safetensors`` file, or a folder for ``local-dir:``.
 
     Args:
@@ -134,6 +133,7 @@ def save_timm(
         The file or folder written.
     """
     path = Path(path)
+    encoder = require_vit(encoder, "timm")
     if meta is None:
         meta = EncoderMeta(model_args=encoder_model_args(encoder))
     extra = {"timm_architecture": timm_architecture(encoder)}
@@ -207,9 +207,7 @@ def unwrap_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
     return dict(state)
 
 
-def load_timm(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[VisionTransformer, EncoderMeta]:
+def load_timm(path: str | Path, device: str | torch.device = "cpu") -> tuple[Encoder, EncoderMeta]:
     """Read timm ViT weights (file, folder, or a ``.pth`` state dict) into our encoder.
 
     The architecture comes from our ``ijepa`` metadata when present, else from the shapes (heads
@@ -225,7 +223,7 @@ def timm_state_to_encoder(
     heads: int | None,
     what: str,
     device: str | torch.device = "cpu",
-) -> tuple[VisionTransformer, EncoderMeta]:
+) -> tuple[Encoder, EncoderMeta]:
     """Our encoder from a timm ViT state dict (see :func:`load_timm`)."""
     sd = _clean(sd, what)
     if meta is None:

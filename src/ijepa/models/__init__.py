@@ -7,7 +7,7 @@ This package depends only on torch; it never reads configs, files or the environ
 from ijepa.models.attention import ATTN_IMPLS, Attention, select_attn_impl
 from ijepa.models.energy import EnergyTransformer
 from ijepa.models.gather import apply_masks
-from ijepa.models.jepa import JEPAModels, build_encoder, build_models
+from ijepa.models.jepa import Encoder, JEPAModels, build_encoder, build_models
 from ijepa.models.layers import MLP, Block, DropPath, PatchEmbed
 from ijepa.models.pos_embed import get_1d_sincos_pos_embed, get_2d_sincos_pos_embed
 from ijepa.models.predictor import VisionTransformerPredictor
@@ -20,6 +20,7 @@ __all__ = [
     "Attention",
     "Block",
     "DropPath",
+    "Encoder",
     "EnergyTransformer",
     "JEPAModels",
     "PatchEmbed",

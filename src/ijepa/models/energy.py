@@ -326,6 +326,26 @@ class EnergyTransformer(nn.Module):
         tokens, _ = self.prepare_tokens(x)
         return self.descend(tokens, keep=n)
 
+    @torch.no_grad()
+    def get_attention_maps(self, x: torch.Tensor, layer: int = -1) -> torch.Tensor:
+        """Energy-attention probabilities at one descent step on the full image, for inspection.
+
+        Args:
+            x: images ``(B, C, H, W)``.
+            layer: descent step (negative counts from the end), the analogue of a ViT block.
+
+        Returns:
+            ``(B, num_heads, N, N)``: ``softmax(beta Q K^T)`` of the states entering that step.
+        """
+        if not -self.steps <= layer < self.steps:
+            raise ValueError(f"layer must be in [-{self.steps}, {self.steps}), got {layer}")
+        tokens, _ = self.prepare_tokens(x)
+        for _ in range(layer % self.steps):
+            g = self.norm(tokens)
+            tokens = tokens - self.step_size * (self.attn.grad(g) + self.hopfield.grad(g))
+        _, _, scores = self.attn._scores(self.norm(tokens), None)
+        return scores.softmax(dim=-1)
+
     def energy(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Energy ``(B,)`` of token states ``x (B, N, D)`` (before the norm)."""
         g = self.norm(x)

@@ -4,7 +4,10 @@
 (:func:`ijepa.train.build.model_args_from_config` makes it from a run config; compat code infers
 it from foreign checkpoints): ``model_name``, ``img_size``, ``patch_size``, ``in_chans``,
 ``enc_depth``/``enc_emb_dim``/``enc_num_heads`` (overrides of the named size, or None),
-``pred_depth``, ``pred_emb_dim`` and ``patch_init_std``.
+``pred_depth``, ``pred_emb_dim`` and ``patch_init_std``; and, only where a run departs from the
+paper (docs/variants.md), ``backbone: "energy"`` with ``energy_steps``/``energy_step_size`` (an
+:class:`~ijepa.models.energy.EnergyTransformer` encoder) and ``target: "pixels"`` (a predictor
+with a pixel head, :class:`~ijepa.models.heads.PixelPredictor`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ from typing import Any
 from torch import nn
 
 from ijepa.models.attention import check_attn_impl
+from ijepa.models.energy import EnergyTransformer
+from ijepa.models.heads import PixelPredictor
 from ijepa.models.predictor import VisionTransformerPredictor
-from ijepa.models.vit import VisionTransformer, vit_encoder
+from ijepa.models.vit import VIT_SIZES, VisionTransformer, vit_encoder
+
+#: Any encoder :func:`build_encoder` makes: the same call and output contract.
+Encoder = VisionTransformer | EnergyTransformer
 
 
 @dataclass
@@ -31,8 +39,10 @@ class JEPAModels:
 
 def build_encoder(
     model_args: dict[str, Any], *, attn_impl: str = "auto", drop_path_rate: float = 0.0
-) -> VisionTransformer:
-    """A context encoder as described by ``model_args``."""
+) -> Encoder:
+    """A context encoder as described by ``model_args`` (a ViT, or ``backbone: energy``)."""
+    if model_args.get("backbone", "vit") == "energy":
+        return _energy_encoder(model_args, drop_path_rate)
     overrides = {
         key: model_args[arg]
         for key, arg in (
@@ -54,6 +64,23 @@ def build_encoder(
     )
 
 
+def _energy_encoder(model_args: dict[str, Any], drop_path_rate: float) -> EnergyTransformer:
+    """The Energy Transformer of ``model_args``: width and heads from the size or the overrides."""
+    if drop_path_rate > 0:
+        raise ValueError("drop_path_rate applies to the ViT backbone only (energy has no blocks)")
+    size = VIT_SIZES[model_args["model_name"].lower().removeprefix("vit_")]
+    return EnergyTransformer(
+        img_size=model_args["img_size"],
+        patch_size=model_args["patch_size"],
+        in_chans=model_args["in_chans"],
+        embed_dim=model_args.get("enc_emb_dim") or size["embed_dim"],
+        num_heads=model_args.get("enc_num_heads") or size["num_heads"],
+        steps=model_args["energy_steps"],
+        step_size=model_args["energy_step_size"],
+        patch_init_std=model_args.get("patch_init_std"),
+    )
+
+
 def build_models(
     model_args: dict[str, Any],
     *,
@@ -67,7 +94,7 @@ def build_models(
     choice, not part of ``model_args``: see :class:`VisionTransformerPredictor`).
     """
     encoder = build_encoder(model_args, attn_impl=attn_impl, drop_path_rate=drop_path_rate)
-    predictor = VisionTransformerPredictor(
+    pred_args: dict[str, Any] = dict(
         grid_size=encoder.grid_size,
         embed_dim=encoder.embed_dim,
         predictor_embed_dim=model_args["pred_emb_dim"],
@@ -76,6 +103,11 @@ def build_models(
         attn_impl=check_attn_impl(attn_impl),
         shared_context=pred_shared_context,
     )
+    predictor: VisionTransformerPredictor
+    if model_args.get("target", "latent") == "pixels":
+        predictor = PixelPredictor(encoder.patch_size, encoder.in_chans, **pred_args)
+    else:
+        predictor = VisionTransformerPredictor(**pred_args)
     target = copy.deepcopy(encoder)
     for p in target.parameters():
         p.requires_grad_(False)

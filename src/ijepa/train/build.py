@@ -22,7 +22,7 @@ from ijepa.data import (
     parse_spec,
 )
 from ijepa.dist import DistInfo
-from ijepa.masks import MultiBlockMaskGenerator
+from ijepa.masks import MaskSampler, make_mask_sampler
 from ijepa.train.batches import FileBatches, MemoryBatches, Stream, rank_slice, seeded_generator
 from ijepa.train.regularizers import SIGReg
 from ijepa.train.schedules import Schedules, build_schedules
@@ -41,13 +41,33 @@ def model_args_from_config(cfg: Any, in_chans: int) -> dict[str, Any]:
         "enc_emb_dim": cfg.meta.enc_emb_dim,
         "enc_num_heads": cfg.meta.enc_num_heads,
         "patch_init_std": cfg.meta.patch_init_std,
+        **variant_args(cfg),
     }
+
+
+def variant_args(cfg: Any) -> dict[str, Any]:
+    """The variant keys of ``model_args``, present only where a run departs from the paper.
+
+    (So a default run's ``model_args``, and those of checkpoints written before the variants
+    existed, stay as they were.)
+    """
+    meta = cfg.meta
+    out: dict[str, Any] = {}
+    if meta.backbone != "vit":
+        out.update(
+            backbone=meta.backbone,
+            energy_steps=meta.energy_steps,
+            energy_step_size=meta.energy_step_size,
+        )
+    if meta.target != "latent":
+        out["target"] = meta.target
+    return out
 
 
 def build_mask_generator(
     cfg: Config | None, grid: tuple[int, int] | None = None, mode: str | None = None
-) -> MultiBlockMaskGenerator:
-    """The multi-block mask sampler a config describes (its ``mask`` section).
+) -> MaskSampler:
+    """The mask sampler a config describes (its ``mask`` section; ``mask.strategy``).
 
     Args:
         cfg: the run config; ``None`` gives the defaults.
@@ -61,14 +81,17 @@ def build_mask_generator(
         side = cfg.data.crop_size // m.patch_size
         grid = (side, side)
     mode = mode or m.mode
-    return MultiBlockMaskGenerator(
-        input_size=grid,
+    if m.strategy != "multiblock":  # the paper's ablations: their own counts and sizes
+        return make_mask_sampler(m.strategy, grid, min_keep=m.min_keep, aspect_ratio=m.aspect_ratio)
+    return make_mask_sampler(
+        "multiblock",
+        grid,
+        min_keep=m.min_keep,
+        aspect_ratio=m.aspect_ratio,
         enc_mask_scale=m.enc_mask_scale,
         pred_mask_scale=m.pred_mask_scale,
-        aspect_ratio=m.aspect_ratio,
         nenc=m.num_enc_masks,
         npred=m.num_pred_masks,
-        min_keep=m.min_keep,
         allow_overlap=m.allow_overlap,
         mode=mode,
         per_image_size=m.per_image_size if mode == "default" else False,

@@ -28,6 +28,7 @@ from ijepa.train.build import (
 )
 from ijepa.train.checkpointer import Checkpointer
 from ijepa.train.guards import Phase
+from ijepa.train.objective import Objective
 from ijepa.train.optim import build_optimizer
 from ijepa.train.parallel import PARALLEL_MODES, ParallelModels, wrap_models
 from ijepa.train.precision import resolve_bf16, warm_up_kernels
@@ -169,6 +170,8 @@ class Run:
         end_step: one past the last step to run.
         checkpointer: the run's checkpoint saves.
         regularizer: the anti-collapse term (``meta.regularizer``), or None.
+        objective: the prediction target (``meta.target``, ``meta.teacher``); None for the
+            paper's (latent targets from the EMA encoder).
     """
 
     cfg: Config
@@ -184,6 +187,7 @@ class Run:
     regularizer: Regularizer | None = None
     bf16: bool = False
     """Whether the steps run under bf16 autocast (``meta.use_bfloat16``, ``auto`` resolved)."""
+    objective: Objective | None = None
 
     def step(self, step: int, batch: Batch) -> StepOutput:
         """One optimisation step (:func:`~ijepa.train.step.train_step`) on the batch of ``step``."""
@@ -201,6 +205,7 @@ class Run:
             regularizer=self.regularizer,
             reg_weight=self.cfg.meta.reg_weight,
             step=step,
+            objective=self.objective,
         )
 
 
@@ -279,4 +284,13 @@ def start_run(cfg: Config, ctx: DistContext, phase: Phase) -> Run:
         checkpointer,
         build_regularizer(cfg),
         bf16=bf16,
+        objective=objective_of(cfg),
     )
+
+
+def objective_of(cfg: Config) -> Objective | None:
+    """The prediction target of a run; None for the paper's (the step's default path)."""
+    meta = cfg.meta
+    if meta.target == "latent" and meta.teacher == "ema":
+        return None
+    return Objective(target=meta.target, teacher=meta.teacher, patch_size=cfg.mask.patch_size)

@@ -9,6 +9,10 @@ The order matters and is the paper's:
    embeddings, see :mod:`ijepa.train.regularizers`) is back-propagated through predictor and
    context encoder;
 4. after the optimizer step the target encoder moves toward the context encoder by EMA.
+
+Variants (an :class:`~ijepa.train.objective.Objective`, docs/variants.md) change step 1: pixel
+targets, or targets from the context encoder itself with no EMA teacher (the target encoder then
+becomes a copy of the context encoder in step 4).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ijepa.models import JEPAModels, apply_masks
+from ijepa.train.objective import Objective
 from ijepa.train.optim import set_lr_wd
 
 
@@ -84,6 +89,16 @@ def compute_targets(
     return t, std, img_std
 
 
+def feature_stds(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two collapse monitors of tokens ``h (B, N, D)`` after a LayerNorm without affine
+    parameters: the mean per-dimension std over all tokens, and the mean over tokens and
+    dimensions of the std over the images (see :func:`compute_targets`)."""
+    hf = F.layer_norm(h.detach().float(), (h.size(-1),))
+    std = hf.flatten(0, 1).std(dim=0).mean()
+    img_std = hf.std(dim=0).mean() if hf.shape[0] > 1 else torch.zeros_like(std)
+    return std, img_std
+
+
 def jepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "smooth_l1") -> torch.Tensor:
     """Mean over all elements of smooth-L1 (official code) or squared error (paper text)."""
     pred = pred.float()
@@ -106,6 +121,7 @@ def forward_loss(
     regularizer: Regularizer | None = None,
     reg_weight: float = 0.0,
     step: int = 0,
+    objective: Objective | None = None,
 ) -> StepOutput:
     """Forward pass and loss (with gradients through encoder and predictor).
 
@@ -115,14 +131,27 @@ def forward_loss(
         masks_pred: (M, B, Kt) target patch indices.
         regularizer: optional anti-collapse term of the context embeddings ``(nenc*B, Kc, D)``,
             added with weight ``reg_weight``; ``step`` seeds its randomness.
+        objective: the prediction target (None: the paper's, latent targets from the EMA
+            encoder); see :class:`~ijepa.train.objective.Objective`.
     """
+    nenc = masks_enc.shape[0]
     device_type = images.device.type
     with autocast_context(device_type, bf16):
-        targets, std, img_std = compute_targets(
-            models.target_encoder, images, masks_pred, nenc=masks_enc.shape[0]
-        )
+        std: torch.Tensor | None
+        img_std: torch.Tensor | None
+        if objective is None:
+            targets, std, img_std = compute_targets(
+                models.target_encoder, images, masks_pred, nenc=nenc
+            )
+        else:
+            targets, std, img_std = objective.targets(
+                models.encoder, models.target_encoder, images, masks_pred, nenc=nenc
+            )
         z = models.encoder(images, masks_enc)  # (nenc * B, Kc, D)
-        pred = models.predictor(z, masks_enc, masks_pred)  # (M * nenc * B, Kt, D)
+        pred = models.predictor(z, masks_enc, masks_pred)  # (M * nenc * B, Kt, D or pixels)
+    if std is None or img_std is None:  # pixel targets: the monitors read the context features
+        with torch.no_grad():
+            std, img_std = feature_stds(z)
     loss = jepa_loss(pred, targets, loss_kind)
     if regularizer is None:
         return StepOutput(loss=loss, target_std=std, target_img_std=img_std)
@@ -162,8 +191,12 @@ def train_step(
     regularizer: Regularizer | None = None,
     reg_weight: float = 0.0,
     step: int = 0,
+    objective: Objective | None = None,
 ) -> StepOutput:
     """One full optimisation step. Returns device tensors; nothing is synchronised.
+
+    Without an EMA teacher (``objective.teacher == "none"``) the target encoder becomes a copy of
+    the updated context encoder (momentum 0), so it is always the trained encoder.
 
     With ``skip_nonfinite`` a non-finite loss is detected on the host (one sync per step) and the
     step is skipped: no backward, no update, no EMA; ``out.skipped`` is set.
@@ -179,6 +212,7 @@ def train_step(
         regularizer=regularizer,
         reg_weight=reg_weight,
         step=step,
+        objective=objective,
     )
     if skip_nonfinite and not bool(torch.isfinite(out.loss)):
         # the only host sync in a step, and only under nan_policy=skip
@@ -187,6 +221,7 @@ def train_step(
     out.loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    ema_update(models.target_encoder, models.encoder, momentum)
+    uses_ema = objective is None or objective.uses_ema
+    ema_update(models.target_encoder, models.encoder, momentum if uses_ema else 0.0)
     out.loss = out.loss.detach()
     return out

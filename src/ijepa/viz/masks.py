@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ijepa.masks import MultiBlockMaskGenerator, make_generator
+from ijepa.masks import MaskSampler, make_generator
 from ijepa.viz.common import new_figure, save_figure, to_display
 
 if TYPE_CHECKING:
@@ -57,15 +57,16 @@ class MaskFrequency:
 
 
 def _membership(masks: torch.Tensor, num_patches: int) -> torch.Tensor:
-    """``(n, B, K)`` index masks -> ``(n, B, N)`` bool membership."""
+    """``(n, B, K)`` index masks (padding -1 allowed) -> ``(n, B, N)`` bool membership."""
     n, b, _ = masks.shape
-    out = torch.zeros(n, b, num_patches, dtype=torch.bool)
-    out.scatter_(2, masks.long(), True)
-    return out
+    out = torch.zeros(n, b, num_patches + 1, dtype=torch.bool)  # a last column for padding
+    idx = masks.long()
+    out.scatter_(2, torch.where(idx < 0, num_patches, idx), True)
+    return out[..., :num_patches]
 
 
 def mask_frequency(
-    generator: MultiBlockMaskGenerator,
+    generator: MaskSampler,
     *,
     num_batches: int = 200,
     batch_size: int = 16,
@@ -137,30 +138,38 @@ def draw_masks(
     rgb = torch.from_numpy(to_display(image[None], mean, std)[0])  # (H, W, 3)
     hp, wp = image.shape[-2] // patch_size, image.shape[-1] // patch_size
     keep = torch.zeros(hp * wp, dtype=torch.bool)
-    keep[context.long()] = True
+    keep[context[context >= 0].long()] = True  # padding (-1) left out
     pixel_keep = keep.view(hp, wp).repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1)
     shown = torch.where(pixel_keep[..., None], rgb, 0.25 * rgb + 0.35)
     ax.imshow(shown.numpy(), interpolation="nearest")
     for k, block in enumerate(targets):
-        r0, c0, nr, nc = block_box(block.long(), wp)
+        block = block[block >= 0].long()
+        r0, c0, nr, nc = block_box(block, wp)
         colour = TARGET_COLOURS[k % len(TARGET_COLOURS)]
-        ax.add_patch(
-            Rectangle(
-                (c0 * patch_size - 0.5, r0 * patch_size - 0.5),
-                nc * patch_size,
-                nr * patch_size,
-                fill=False,
-                edgecolor=colour,
-                linewidth=2,
-            )
+        # a block is one rectangle; scattered targets (mask.strategy=random) one box per patch
+        boxes = (
+            [(r0, c0, nr, nc)]
+            if len(block) == nr * nc
+            else [(int(i) // wp, int(i) % wp, 1, 1) for i in block]
         )
+        for r, c, h, w in boxes:
+            ax.add_patch(
+                Rectangle(
+                    (c * patch_size - 0.5, r * patch_size - 0.5),
+                    w * patch_size,
+                    h * patch_size,
+                    fill=False,
+                    edgecolor=colour,
+                    linewidth=2 if len(boxes) == 1 else 1,
+                )
+            )
     ax.set_xticks([])
     ax.set_yticks([])
 
 
 def save_mask_figure(
     images: torch.Tensor,
-    generators: Mapping[str, MultiBlockMaskGenerator],
+    generators: Mapping[str, MaskSampler],
     path: str | Path,
     *,
     patch_size: int,
@@ -213,7 +222,9 @@ def save_mask_figure(
             ax.axis("off")
             continue
         draw_masks(ax, shown[i], masks_enc[0, i], masks_pred[:, i], patch_size, mean=mean, std=std)
-    top.suptitle(f"context (bright) and {first.npred} target blocks ({first.mode} sampler)")
+    top.suptitle(
+        f"context (bright) and {first.npred} target blocks ({getattr(first, 'mode', first.strategy)} sampler)"
+    )
     axes = bottom.subplots(1, 2 * len(generators), squeeze=False)[0]
     vmax = max(max(float(f.context.max()), float(f.target.max())) for f in freqs.values())
     image = None

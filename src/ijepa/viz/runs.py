@@ -16,7 +16,7 @@ import torch
 
 from ijepa import checkpoint as ckpt
 from ijepa.config import Config, config_from_dict, dataset_spec, load_config
-from ijepa.masks import MaskSamplingError, MultiBlockMaskGenerator
+from ijepa.masks import MaskSampler, MaskSamplingError
 from ijepa.models import JEPAModels
 from ijepa.train.build import build_mask_generator
 
@@ -121,14 +121,18 @@ def load_run(path: str | Path) -> LoadedRun:
 
 def mask_generators(
     cfg: Config | None, grid: tuple[int, int], modes: tuple[str, ...] = ("default", "official")
-) -> dict[str, MultiBlockMaskGenerator]:
+) -> dict[str, MaskSampler]:
     """The run's mask sampler in each of ``modes``, for side-by-side pictures.
 
     The run's own mode must be possible; another mode that cannot sample on this grid (the
-    official sampler would loop forever on small grids) is left out with a logged notice.
+    official sampler would loop forever on small grids) is left out with a logged notice. Modes
+    are multi-block samplers: a run with another ``mask.strategy`` gets its own sampler only.
     """
-    own = (cfg or Config()).mask.mode
-    out: dict[str, MultiBlockMaskGenerator] = {}
+    cfg = cfg or Config()
+    if cfg.mask.strategy != "multiblock":
+        return {cfg.mask.strategy: build_mask_generator(cfg, grid)}
+    own = cfg.mask.mode
+    out: dict[str, MaskSampler] = {}
     for mode in modes:
         try:
             out[mode] = build_mask_generator(cfg, grid, mode)
