@@ -499,6 +499,11 @@ def _validate_variants(cfg: Config) -> None:
                 f"mask.strategy={m.strategy} has one context (the targets' complement); "
                 f"set mask.num_enc_masks=1 (got {m.num_enc_masks})"
             )
+        if m.fixed_sizes:
+            raise ConfigError(
+                f"mask.fixed_sizes applies to mask.strategy=multiblock only (the {m.strategy} "
+                "strategy's sizes are fixed per batch already)"
+            )
     if meta.energy_steps < 1:
         raise ConfigError(f"meta.energy_steps must be >= 1, got {meta.energy_steps}")
     if not meta.energy_step_size > 0:

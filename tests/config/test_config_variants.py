@@ -42,6 +42,7 @@ def test_every_variant_validates() -> None:
         (["meta.teacher=none"], "meta.teacher=none needs meta.regularizer=sigreg"),
         (["mask.strategy=raster", "mask.mode=official"], "applies to mask.strategy=multiblock"),
         (["mask.strategy=random", "mask.num_enc_masks=2"], "set mask.num_enc_masks=1"),
+        (["mask.strategy=block", "mask.fixed_sizes=true"], "applies to mask.strategy=multiblock"),
         (["meta.energy_steps=0"], "meta.energy_steps must be >= 1"),
         (["meta.energy_step_size=0"], "meta.energy_step_size must be > 0"),
     ],
