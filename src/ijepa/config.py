@@ -173,6 +173,9 @@ class MetaConfig:
     """``ema`` (the target encoder is an EMA of the context encoder) or ``none`` (LeJEPA's
     EMA-free form: targets come from the context encoder's own full-image pass, with gradients;
     needs ``regularizer=sigreg``; see docs/variants.md)."""
+    target_layers: int = 1
+    """Blocks of the target encoder the targets average: 1 (the paper: the last block, after the
+    final norm) or K > 1 (the mean of the last K blocks' outputs, each layer-normed)."""
     regularizer: str = "none"
     """Anti-collapse term added to the loss: ``none`` (the paper) or ``sigreg`` (LeJEPA's sketched
     isotropic Gaussian regulariser of the context embeddings; see :mod:`ijepa.train.regularizers`)."""
@@ -458,6 +461,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optimization.max_steps must be >= 1, got {o.max_steps}")
     if cfg.meta.patch_init_std is not None and not cfg.meta.patch_init_std > 0:
         raise ConfigError(f"meta.patch_init_std must be > 0, got {cfg.meta.patch_init_std}")
+    depth = cfg.meta.enc_depth
+    if cfg.meta.target_layers < 1 or (depth is not None and cfg.meta.target_layers > depth):
+        raise ConfigError(
+            f"meta.target_layers must be in [1, encoder depth], got {cfg.meta.target_layers}"
+        )
     if not (cfg.meta.reg_weight >= 0 and math.isfinite(cfg.meta.reg_weight)):
         raise ConfigError(
             f"meta.reg_weight must be a finite number >= 0, got {cfg.meta.reg_weight}"

@@ -47,6 +47,20 @@ def test_targets_are_layernormed_and_ordered():
     torch.testing.assert_close(img_std, full.std(dim=0).mean())
 
 
+def test_targets_from_several_blocks_average_the_layernormed_blocks():
+    models, images, _, mp = _setup()
+    t, _, _ = compute_targets(models.target_encoder, images, mp, nenc=1, layers=2)
+    blocks = models.target_encoder.get_intermediate_layers(images, 2, norm=False)
+    mean = torch.stack([F.layer_norm(b, (48,)) for b in blocks]).mean(0)
+    full = F.layer_norm(mean, (48,))
+    m, b, _ = mp.shape
+    for i in range(m):
+        for j in range(b):
+            torch.testing.assert_close(t[i * b + j], full[j, mp[i, j]])
+    one, _, _ = compute_targets(models.target_encoder, images, mp, nenc=1, layers=1)
+    assert not torch.allclose(one, t)
+
+
 def test_target_image_std_is_zero_for_position_only_targets():
     """Targets that depend on the position only (a known collapse) have image std 0."""
 

@@ -206,6 +206,7 @@ class Run:
             reg_weight=self.cfg.meta.reg_weight,
             step=step,
             objective=self.objective,
+            target_layers=self.cfg.meta.target_layers,
         )
 
 

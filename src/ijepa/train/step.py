@@ -59,7 +59,11 @@ def autocast_context(device_type: str, enabled: bool) -> contextlib.AbstractCont
 
 
 def compute_targets(
-    target_encoder: nn.Module, images: torch.Tensor, masks_pred: torch.Tensor, nenc: int
+    target_encoder: nn.Module,
+    images: torch.Tensor,
+    masks_pred: torch.Tensor,
+    nenc: int,
+    layers: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Layer-normed target-encoder features of the target blocks.
 
@@ -67,6 +71,10 @@ def compute_targets(
         images: (B, C, H, W).
         masks_pred: (M, B, Kt) patch indices of the target blocks.
         nenc: number of context masks; targets are repeated to match the predictor's batch.
+        layers: 1 (the paper): the last block's output after the final norm. ``K > 1``: the
+            average of the last ``K`` blocks' outputs, each layer-normed without affine
+            parameters (as data2vec builds its targets), so that the targets keep the lower
+            blocks' more local information.
 
     Returns:
         targets (M * nenc * B, Kt, D) in (target block, context mask, image) order, the mean
@@ -76,7 +84,17 @@ def compute_targets(
         without gradients.
     """
     with torch.no_grad():
-        h = target_encoder(images)  # (B, N, D)
+        if layers == 1:
+            h = target_encoder(images)  # (B, N, D)
+        else:
+            intermediate = getattr(target_encoder, "get_intermediate_layers", None)
+            if not callable(intermediate):
+                raise ValueError(
+                    f"targets from {layers} blocks need get_intermediate_layers, which "
+                    f"{type(target_encoder).__name__} does not have"
+                )
+            blocks = intermediate(images, layers, norm=False)
+            h = torch.stack([F.layer_norm(b, (b.size(-1),)) for b in blocks]).mean(dim=0)
         h = F.layer_norm(h, (h.size(-1),))  # no affine parameters, eps 1e-5
         hf = h.float()
         std = hf.flatten(0, 1).std(dim=0).mean()
@@ -122,6 +140,7 @@ def forward_loss(
     reg_weight: float = 0.0,
     step: int = 0,
     objective: Objective | None = None,
+    target_layers: int = 1,
 ) -> StepOutput:
     """Forward pass and loss (with gradients through encoder and predictor).
 
@@ -133,6 +152,7 @@ def forward_loss(
             added with weight ``reg_weight``; ``step`` seeds its randomness.
         objective: the prediction target (None: the paper's, latent targets from the EMA
             encoder); see :class:`~ijepa.train.objective.Objective`.
+        target_layers: blocks the targets average (see :func:`compute_targets`).
     """
     nenc = masks_enc.shape[0]
     device_type = images.device.type
@@ -141,7 +161,7 @@ def forward_loss(
         img_std: torch.Tensor | None
         if objective is None:
             targets, std, img_std = compute_targets(
-                models.target_encoder, images, masks_pred, nenc=nenc
+                models.target_encoder, images, masks_pred, nenc=nenc, layers=target_layers
             )
         else:
             targets, std, img_std = objective.targets(
@@ -192,6 +212,7 @@ def train_step(
     reg_weight: float = 0.0,
     step: int = 0,
     objective: Objective | None = None,
+    target_layers: int = 1,
 ) -> StepOutput:
     """One full optimisation step. Returns device tensors; nothing is synchronised.
 
@@ -213,6 +234,7 @@ def train_step(
         reg_weight=reg_weight,
         step=step,
         objective=objective,
+        target_layers=target_layers,
     )
     if skip_nonfinite and not bool(torch.isfinite(out.loss)):
         # the only host sync in a step, and only under nan_policy=skip
