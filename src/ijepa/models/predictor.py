@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ijepa.models.attention import Attention, AttnImpl, SharedContext, check_attn_impl
-from ijepa.models.gather import MaskArg, stack_masks
+from ijepa.models.gather import MaskArg, split_padding
 from ijepa.models.layers import Block, drop_path_rates, init_official_
 from ijepa.models.pos_embed import get_2d_sincos_pos_embed, to_2tuple
 
@@ -109,22 +109,33 @@ class VisionTransformerPredictor(nn.Module):
             if isinstance(module, Attention):
                 module.attn_impl = impl
 
-    def forward(self, z: torch.Tensor, masks_x: MaskArg, masks: MaskArg) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        masks_x: MaskArg,
+        masks: MaskArg,
+        valid_x: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Predict the encoder's representations at the target patches.
 
         Args:
             z: context-encoder output ``(nenc * B, Kc, D)`` (mask-major, as the encoder returns it).
             masks_x: context patch indices ``(nenc, B, Kc)``, ``(B, Kc)`` or a list of ``(B, Kc)``.
             masks: target patch indices ``(M, B, Kt)``, ``(B, Kt)`` or a list of ``(B, Kt)``.
+            valid_x, valid: real slots of padded ``masks_x`` / ``masks`` (rows ending in -1,
+                ``mask.pad``), needed when padded masks already live on an accelerator (see
+                :func:`~ijepa.models.gather.split_padding`). Padding is no attention key; outputs
+                at padded target slots are meaningless. Not with ``shared_context``.
 
         Returns:
             ``(M * nenc * B, Kt, D)``; row ``(i * nenc + j) * B + b`` predicts target block ``i``
             of image ``b`` from context mask ``j``.
         """
-        ctx = stack_masks(masks_x, "masks_x").to(
-            device=z.device, dtype=torch.long, non_blocking=True
-        )
-        tgt = stack_masks(masks, "masks").to(device=z.device, dtype=torch.long, non_blocking=True)
+        ctx, ctx_valid = split_padding(masks_x, valid_x, "masks_x")
+        tgt, tgt_valid = split_padding(masks, valid, "masks")
+        ctx = ctx.to(device=z.device, dtype=torch.long, non_blocking=True)
+        tgt = tgt.to(device=z.device, dtype=torch.long, non_blocking=True)
         nenc, batch, k_ctx = ctx.shape
         n_tgt, batch_t, k_tgt = tgt.shape
         if batch_t != batch:
@@ -140,7 +151,10 @@ class VisionTransformerPredictor(nn.Module):
         # Context tokens at their positions: (nenc*B, Kc, Dp).
         x = self.predictor_embed(z) + pos.index_select(0, ctx.reshape(-1)).view(-1, k_ctx, dp)
 
+        padded = ctx_valid is not None or tgt_valid is not None
         if self.shared_context:
+            if padded:
+                raise ValueError("padded masks are not supported with shared_context=True")
             return self._forward_shared(x, tgt, nenc)
 
         # One mask token per target patch, shared by all context masks: (M, nenc*B, Kt, Dp).
@@ -150,12 +164,33 @@ class VisionTransformerPredictor(nn.Module):
         # Context repeated once per target block, mask tokens appended: (M*nenc*B, Kc+Kt, Dp).
         x = x.view(1, nenc, batch, k_ctx, dp).expand(n_tgt, -1, -1, -1, -1)
         x = torch.cat([x, pred_tokens], dim=3).flatten(0, 2)
+        attn_mask = None
+        if padded:  # padded masks: keys of each row are its real context and target tokens
+            sizes = (n_tgt, nenc, batch, k_ctx, k_tgt)
+            attn_mask = self._key_mask(ctx_valid, tgt_valid, sizes).to(x.device)
         last = len(self.predictor_blocks) - 1
         for i, block in enumerate(self.predictor_blocks):
             # Only the target tokens' outputs are used, so the last block computes only those
             # (the context tokens remain its keys and values): same result, less work.
-            x = block(x, keep_from=k_ctx) if i == last else block(x)
+            keep = k_ctx if i == last else 0
+            x = block(x, keep) if attn_mask is None else block(x, keep, attn_mask=attn_mask)
         return self.predictor_proj(self.predictor_norm(x))  # (M*nenc*B, Kt, D)
+
+    @staticmethod
+    def _key_mask(
+        ctx_valid: torch.Tensor | None,
+        tgt_valid: torch.Tensor | None,
+        sizes: tuple[int, int, int, int, int],
+    ) -> torch.Tensor:
+        """``(M*nenc*B, 1, 1, Kc+Kt)`` attention mask of the real keys of every predictor row."""
+        n_tgt, nenc, batch, k_ctx, k_tgt = sizes
+        ref = ctx_valid if ctx_valid is not None else tgt_valid
+        assert ref is not None
+        cv = ctx_valid if ctx_valid is not None else ref.new_ones(nenc * batch, k_ctx)
+        tv = tgt_valid if tgt_valid is not None else ref.new_ones(n_tgt * batch, k_tgt)
+        cv = cv.view(1, nenc, batch, k_ctx).expand(n_tgt, -1, -1, -1)
+        tv = tv.view(n_tgt, 1, batch, k_tgt).expand(-1, nenc, -1, -1)
+        return torch.cat([cv, tv], dim=3).flatten(0, 2)[:, None, None, :]
 
     def _forward_shared(self, x: torch.Tensor, tgt: torch.Tensor, nenc: int) -> torch.Tensor:
         """One pass for all target blocks.

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ijepa.models.attention import Attention, AttnImpl, check_attn_impl
-from ijepa.models.gather import MaskArg, apply_masks
+from ijepa.models.gather import MaskArg, apply_masks, split_padding
 from ijepa.models.layers import Block, PatchEmbed, drop_path_rates, init_official_
 from ijepa.models.pos_embed import get_2d_sincos_pos_embed, to_2tuple
 
@@ -182,19 +182,31 @@ class VisionTransformer(nn.Module):
             tokens = apply_masks(tokens, masks)
         return tokens
 
-    def forward(self, x: torch.Tensor, masks: MaskArg | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, masks: MaskArg | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Encode images, optionally only the tokens named by ``masks``.
 
         Args:
             x: images ``(B, C, H, W)``.
             masks: ``None``; ``(B, K)``; or ``(n, B, K)`` / a list of ``n`` ``(B, K)`` patch indices.
+                Rows may end in -1 padding (``mask.pad``): padded tokens are no attention keys.
+            valid: ``(n * B, K)`` real slots of padded masks; needed when padded masks already
+                live on an accelerator (see :func:`~ijepa.models.gather.split_padding`).
 
         Returns:
-            ``(B, N, D)``, ``(B, K, D)`` or ``(n * B, K, D)`` in mask-major order, after ``norm``.
+            ``(B, N, D)``, ``(B, K, D)`` or ``(n * B, K, D)`` in mask-major order, after ``norm``
+            (outputs at padded slots are meaningless).
         """
+        key_valid = None
+        if masks is not None:
+            masks, key_valid = split_padding(masks, valid)
         tokens = self.prepare_tokens(x, masks)
+        attn_mask = None
+        if key_valid is not None:
+            attn_mask = key_valid.to(tokens.device)[:, None, None, :]  # (n*B, 1, 1, K)
         for block in self.blocks:
-            tokens = block(tokens)
+            tokens = block(tokens) if attn_mask is None else block(tokens, attn_mask=attn_mask)
         return self.norm(tokens)
 
     def get_intermediate_layers(
