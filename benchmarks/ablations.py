@@ -101,6 +101,12 @@ VARIANTS: tuple[Variant, ...] = (
         None,
         "Energy Transformer backbone: no published I-JEPA result",
     ),
+    Variant(
+        "padded",
+        ("mask.pad=true",),
+        None,
+        "every context kept whole (padding + attention masks): no published claim; its cost",
+    ),
 )
 BY_NAME = {v.name: v for v in VARIANTS}
 BASELINE = VARIANTS[0].name

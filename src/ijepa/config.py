@@ -104,6 +104,10 @@ class MaskConfig:
     """Static shapes: every step has the same context and target token counts (longer masks
     subsampled, contexts below the count resampled; ``mode: default`` only), so that
     ``meta.compile`` traces the step once (see :mod:`ijepa.masks.fixed`)."""
+    pad: bool = False
+    """Keep every patch of every mask: pad shorter masks with -1 up to the batch's longest and
+    leave the padding out of attention, loss and regulariser, instead of subsampling longer masks
+    to the shortest (``mode: default``; see docs/variants.md)."""
     strategy: str = "multiblock"
     """Masking strategy: ``multiblock`` (the paper's), or the paper's ablations ``random`` (60 % of
     the patches at random are targets), ``block`` (one target block of 60 %) and ``raster`` (one
@@ -489,7 +493,7 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_variants(cfg: Config) -> None:
-    """Checks of the variant switches (backbone, target, teacher, mask strategy)."""
+    """Checks of the variant switches (backbone, target, teacher, mask strategy, padding)."""
     m, meta = cfg.mask, cfg.meta
     if meta.teacher == "none" and meta.regularizer == "none":
         raise ConfigError(
@@ -511,6 +515,32 @@ def _validate_variants(cfg: Config) -> None:
             raise ConfigError(
                 f"mask.fixed_sizes applies to mask.strategy=multiblock only (the {m.strategy} "
                 "strategy's sizes are fixed per batch already)"
+            )
+    if meta.target_layers > 1 and (meta.target != "latent" or meta.teacher != "ema"):
+        raise ConfigError(
+            "meta.target_layers > 1 averages the EMA target encoder's blocks; it does not go "
+            f"with meta.target={meta.target} / meta.teacher={meta.teacher}"
+        )
+    if meta.backbone == "energy" and meta.target_layers > meta.energy_steps:
+        raise ConfigError(
+            f"meta.target_layers ({meta.target_layers}) must be at most meta.energy_steps "
+            f"({meta.energy_steps}) with meta.backbone=energy (its layers are descent steps)"
+        )
+    if m.pad:
+        clash = [
+            name
+            for name, on in (
+                ("mask.mode=official", m.mode == "official"),
+                ("mask.fixed_sizes=true", m.fixed_sizes),
+                ("meta.pred_shared_context=true", meta.pred_shared_context),
+            )
+            if on
+        ]
+        if clash:
+            raise ConfigError(
+                f"mask.pad=true keeps every mask whole; it does not go with {', '.join(clash)} "
+                "(the official sampler and fixed sizes subsample masks, the shared-context "
+                "predictor pass has no padding mask)"
             )
     if meta.energy_steps < 1:
         raise ConfigError(f"meta.energy_steps must be >= 1, got {meta.energy_steps}")

@@ -15,7 +15,7 @@ def _validated(*overrides: str) -> Config:
 
 def test_defaults_are_the_paper() -> None:
     cfg = Config()
-    assert cfg.mask.strategy == "multiblock"
+    assert (cfg.mask.strategy, cfg.mask.pad) == ("multiblock", False)
     assert (cfg.meta.backbone, cfg.meta.target, cfg.meta.teacher) == ("vit", "latent", "ema")
 
 
@@ -24,6 +24,7 @@ def test_every_variant_validates() -> None:
         "mask.strategy=random",
         "mask.strategy=block",
         "mask.strategy=raster",
+        "mask.pad=true",
         "meta.backbone=energy",
         "meta.target=pixels",
     ):
@@ -43,6 +44,14 @@ def test_every_variant_validates() -> None:
         (["mask.strategy=raster", "mask.mode=official"], "applies to mask.strategy=multiblock"),
         (["mask.strategy=random", "mask.num_enc_masks=2"], "set mask.num_enc_masks=1"),
         (["mask.strategy=block", "mask.fixed_sizes=true"], "applies to mask.strategy=multiblock"),
+        (["mask.pad=true", "mask.mode=official"], "does not go with mask.mode=official"),
+        (["mask.pad=true", "mask.fixed_sizes=true"], "does not go with mask.fixed_sizes=true"),
+        (["mask.pad=true", "meta.pred_shared_context=true"], "meta.pred_shared_context=true"),
+        (["meta.target=pixels", "meta.target_layers=2"], "does not go"),
+        (
+            ["meta.backbone=energy", "meta.energy_steps=2", "meta.target_layers=3"],
+            "at most meta.energy_steps",
+        ),
         (["meta.energy_steps=0"], "meta.energy_steps must be >= 1"),
         (["meta.energy_step_size=0"], "meta.energy_step_size must be > 0"),
     ],

@@ -105,3 +105,24 @@ def test_two_variants_end_to_end_and_reuse(tmp_path: Path) -> None:
     assert (tmp_path / "ablations.md").exists() and (tmp_path / "ablations.json").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "reusing 2 finished cell(s)" in again.stderr
+
+
+def test_mask_padding_benchmark_quick() -> None:
+    script = REPO / "benchmarks" / "mask_padding.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--preset", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(proc.stdout.strip().splitlines()[-1])["rows"][0]
+    assert row["preset"] == "demo" and row["grid"] == [8, 8]
+    assert row["step_ms_padded"] > 0 and row["step_ms_subsampled"] > 0
+    # padding keeps every real context patch: at least as long as the mean real size
+    assert row["context_len_padded"] >= row["context_real_mean"] >= row["context_len_subsampled"]
+    assert 0.0 <= row["context_dropped_by_subsampling"] < 1.0
+    bad = subprocess.run(
+        [sys.executable, str(script), "--preset", "nope"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "unknown --preset" in bad.stderr

@@ -1,5 +1,5 @@
 """The variants in the training step and the builders: pixel targets, the EMA-free teacher,
-the energy backbone, the mask strategies; and short training runs of each."""
+padded masks, the energy backbone, the mask strategies; and short training runs of each."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from ijepa.train.loop import train
 from ijepa.train.objective import Objective
 from ijepa.train.optim import build_optimizer
 from ijepa.train.regularizers import SIGReg
-from ijepa.train.step import forward_loss, train_step
+from ijepa.train.step import feature_stds, forward_loss, jepa_loss, train_step
 
 ARGS = {
     "model_name": "vit_tiny",
@@ -45,8 +45,8 @@ def _images(b: int = 4) -> torch.Tensor:
     return torch.randn(b, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
 
-def _masks(b: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = MultiBlockMaskGenerator((4, 4), min_keep=2, pred_mask_scale=(0.1, 0.3))
+def _masks(pad: bool = False, b: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = MultiBlockMaskGenerator((4, 4), min_keep=2, pred_mask_scale=(0.1, 0.3), pad=pad)
     return gen(b, make_generator(seed, 0))
 
 
@@ -79,9 +79,9 @@ def test_model_args_carry_variants_only_when_set() -> None:
     ],
 )
 def test_mask_strategy_key_builds_its_sampler(strategy: str, kind: type) -> None:
-    cfg = apply_overrides(Config(), [*TINY_OVERRIDES, f"mask.strategy={strategy}"])
+    cfg = apply_overrides(Config(), [*TINY_OVERRIDES, f"mask.strategy={strategy}", "mask.pad=true"])
     gen = build_mask_generator(cfg)
-    assert isinstance(gen, kind) and gen.strategy == strategy
+    assert isinstance(gen, kind) and gen.strategy == strategy and gen.pad
     enc, pred = gen(3, make_generator(0, 0))
     assert enc.shape[:2] == (1, 3) and pred.shape[1] == 3
 
@@ -135,14 +135,73 @@ def test_teacher_none_trains_the_encoder_through_the_targets_and_copies_it() -> 
         assert torch.equal(a, b)
 
 
+# ----------------------------------------------------------------------------- padding
+def test_padded_loss_weights_each_real_target_token_once() -> None:
+    """The padded batch's loss equals the token-weighted mean of each image run alone."""
+    torch.manual_seed(0)
+    models = build_models(ARGS)
+    images = _images()
+    me, mp = _masks(pad=True, seed=3)
+    assert bool((me == -1).any())  # contexts of different sizes: padding present
+    out = forward_loss(models, images, me, mp)
+    total, count = 0.0, 0
+    for b in range(4):
+        e = me[:, b : b + 1]
+        e = e[..., : int((e[0, 0] >= 0).sum())]
+        one = forward_loss(models, images[b : b + 1], e, mp[:, b : b + 1])
+        n = mp.shape[0] * mp.shape[-1] * 48
+        total += float(one.loss.detach()) * n
+        count += n
+    assert abs(float(out.loss.detach()) - total / count) < 1e-5
+    # the same with accelerator-style explicit valid masks
+    again = forward_loss(models, images, me.clamp(min=0), mp, valid_enc=me >= 0, valid_pred=mp >= 0)
+    assert torch.allclose(again.loss, out.loss)
+
+
+def test_padded_targets_and_pixels() -> None:
+    """Padded target slots (per-image sizes) are out of the loss, with pixel targets too."""
+    torch.manual_seed(0)
+    gen = MultiBlockMaskGenerator((4, 4), min_keep=2, pad=True, per_image_size=True)
+    me, mp = gen(4, make_generator(1, 2))
+    assert bool((mp == -1).any())
+    models = build_models({**ARGS, "target": "pixels"})
+    obj = Objective(target="pixels", patch_size=4)
+    out = forward_loss(models, _images(), me, mp, objective=obj)
+    assert bool(torch.isfinite(out.loss)) and bool(torch.isfinite(out.target_std))
+
+
+def test_loss_regulariser_and_monitors_leave_padding_out() -> None:
+    pred, target = torch.zeros(2, 3, 4), torch.ones(2, 3, 4)
+    target[1, 2] = 100.0  # a padded slot: must not count
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    assert float(jepa_loss(pred, target, "l2", valid)) == pytest.approx(1.0)
+    assert float(jepa_loss(pred, target, "l2")) > 1.0
+    z = torch.randn(6, 5, 8)
+    keep = torch.ones(6, 5, dtype=torch.bool)
+    keep[:, 3:] = False
+    for on in ("pooled", "tokens"):
+        reg = SIGReg(seed=0, on=on)
+        assert torch.allclose(reg(z, 3, keep), reg(z[:, :3], 3))
+    for a, b in zip(feature_stds(z, keep), feature_stds(z[:, :3]), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- training runs
 VARIANT_RUNS = {
     "random": ["mask.strategy=random"],
     "block": ["mask.strategy=block"],
-    "raster": ["mask.strategy=raster"],
+    "raster": ["mask.strategy=raster", "mask.pad=true", "data.crop_size=20"],
     "pixels": ["meta.target=pixels"],
     "lejepa": ["meta.teacher=none", "meta.regularizer=sigreg"],
     "energy": ["meta.backbone=energy", "meta.energy_steps=3"],
+    "padded": ["mask.pad=true"],
+    "padded-lejepa-energy": [
+        "mask.pad=true",
+        "meta.teacher=none",
+        "meta.regularizer=sigreg",
+        "meta.backbone=energy",
+        "meta.energy_steps=2",
+    ],
 }
 
 
@@ -164,7 +223,7 @@ def test_each_variant_trains_and_resumes(tmp_path: Path, name: str) -> None:
     assert first.step == 4 and all(torch.isfinite(torch.tensor(r["loss"])) for r in first.history)
     done = train(cfg)  # resumes from the run folder's checkpoint
     assert done.step == 8
-    kind = EnergyTransformer if name == "energy" else VisionTransformer
+    kind = EnergyTransformer if "energy" in name else VisionTransformer
     assert isinstance(done.models.target_encoder, kind)
 
 

@@ -81,11 +81,15 @@ def build_mask_generator(
         side = cfg.data.crop_size // m.patch_size
         grid = (side, side)
     mode = mode or m.mode
+    pad = m.pad and mode == "default"
     if m.strategy != "multiblock":  # the paper's ablations: their own counts and sizes
-        return make_mask_sampler(m.strategy, grid, min_keep=m.min_keep, aspect_ratio=m.aspect_ratio)
+        return make_mask_sampler(
+            m.strategy, grid, pad=pad, min_keep=m.min_keep, aspect_ratio=m.aspect_ratio
+        )
     return make_mask_sampler(
         "multiblock",
         grid,
+        pad=pad,
         min_keep=m.min_keep,
         aspect_ratio=m.aspect_ratio,
         enc_mask_scale=m.enc_mask_scale,
@@ -181,13 +185,17 @@ class Batch:
 
     Attributes:
         images: (B, C, S, S) float, normalised.
-        masks_enc: (nenc, B, Kc) context patch indices.
-        masks_pred: (M, B, Kt) target patch indices.
+        masks_enc: (nenc, B, Kc) context patch indices (-1: padding, with ``mask.pad``).
+        masks_pred: (M, B, Kt) target patch indices (-1: padding).
+        valid_enc: with ``mask.pad``: (nenc, B, Kc) bool, the real context slots; else None.
+        valid_pred: with ``mask.pad``: (M, B, Kt) bool, the real target slots; else None.
     """
 
     images: torch.Tensor
     masks_enc: torch.Tensor
     masks_pred: torch.Tensor
+    valid_enc: torch.Tensor | None = None
+    valid_pred: torch.Tensor | None = None
 
 
 class TrainBatches:
@@ -219,8 +227,16 @@ class TrainBatches:
         masks_enc, masks_pred = self.masks(
             self.global_batch_size, seeded_generator(self.seed, Stream.MASKS, step, 0)
         )
+        masks_enc = masks_enc[:, self._mine].contiguous()
+        masks_pred = masks_pred[:, self._mine].contiguous()
+        valid_enc = valid_pred = None
+        if self.masks.pad:  # the real slots, found here on the CPU (no device sync)
+            valid_enc = (masks_enc >= 0).to(self.device, non_blocking=True)
+            valid_pred = (masks_pred >= 0).to(self.device, non_blocking=True)
         return Batch(
             images=images.to(self.device, non_blocking=True),
-            masks_enc=masks_enc[:, self._mine].contiguous().to(self.device, non_blocking=True),
-            masks_pred=masks_pred[:, self._mine].contiguous().to(self.device, non_blocking=True),
+            masks_enc=masks_enc.to(self.device, non_blocking=True),
+            masks_pred=masks_pred.to(self.device, non_blocking=True),
+            valid_enc=valid_enc,
+            valid_pred=valid_pred,
         )

@@ -119,9 +119,21 @@ class SIGReg:
         self.t_max = t_max
         self.num_points = num_points
 
-    def __call__(self, z: torch.Tensor, step: int) -> torch.Tensor:
-        """The regulariser of context-encoder output ``z`` ``(B, K, D)`` at ``step``: a scalar."""
-        emb = z.mean(dim=1) if self.on == "pooled" else z.flatten(0, 1)
+    def __call__(
+        self, z: torch.Tensor, step: int, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The regulariser of context-encoder output ``z`` ``(B, K, D)`` at ``step``: a scalar.
+
+        ``valid`` ``(B, K)`` (padded masks, ``mask.pad``) leaves padded tokens out: the pooled
+        embedding averages the real tokens, ``tokens`` takes the real tokens only.
+        """
+        if valid is None:
+            emb = z.mean(dim=1) if self.on == "pooled" else z.flatten(0, 1)
+        elif self.on == "pooled":
+            w = valid.to(z.dtype)[..., None]  # (B, K, 1)
+            emb = (z * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+        else:
+            emb = z[valid]
         dirs = sketch_directions(
             z.shape[-1], self.num_slices, seed=self.seed, step=step, device=z.device
         )

@@ -207,6 +207,8 @@ class Run:
             step=step,
             objective=self.objective,
             target_layers=self.cfg.meta.target_layers,
+            valid_enc=batch.valid_enc,
+            valid_pred=batch.valid_pred,
         )
 
 

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ijepa.models import JEPAModels, apply_masks
-from ijepa.train.objective import Objective
+from ijepa.models.gather import split_padding
+from ijepa.train.objective import Objective, expand_for_contexts
 from ijepa.train.optim import set_lr_wd
 
 
@@ -47,8 +48,9 @@ class StepOutput:
     target_img_std: torch.Tensor | None = None
 
 
-#: A regulariser of the context encoder's output ``(B, K, D)`` at a step: a scalar tensor.
-Regularizer = Callable[[torch.Tensor, int], torch.Tensor]
+#: A regulariser of the context encoder's output ``(B, K, D)`` at a step (with padded masks, also
+#: given the real tokens ``(B, K)``): a scalar tensor.
+Regularizer = Callable[..., torch.Tensor]
 
 
 def autocast_context(device_type: str, enabled: bool) -> contextlib.AbstractContextManager:
@@ -107,25 +109,50 @@ def compute_targets(
     return t, std, img_std
 
 
-def feature_stds(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def feature_stds(
+    h: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The two collapse monitors of tokens ``h (B, N, D)`` after a LayerNorm without affine
     parameters: the mean per-dimension std over all tokens, and the mean over tokens and
-    dimensions of the std over the images (see :func:`compute_targets`)."""
+    dimensions of the std over the images (see :func:`compute_targets`). ``valid (B, N)`` leaves
+    padded tokens out (no host synchronisation either way)."""
     hf = F.layer_norm(h.detach().float(), (h.size(-1),))
-    std = hf.flatten(0, 1).std(dim=0).mean()
-    img_std = hf.std(dim=0).mean() if hf.shape[0] > 1 else torch.zeros_like(std)
+    if valid is None:
+        std = hf.flatten(0, 1).std(dim=0).mean()
+        img_std = hf.std(dim=0).mean() if hf.shape[0] > 1 else torch.zeros_like(std)
+        return std, img_std
+    w = valid.to(hf.dtype)[..., None]  # (B, N, 1)
+    total = w.sum()
+    mean = (hf * w).sum(dim=(0, 1)) / total.clamp_min(1.0)  # (D,)
+    std = (((hf - mean) ** 2 * w).sum(dim=(0, 1)) / (total - 1).clamp_min(1.0)).sqrt().mean()
+    n = w.sum(dim=0)  # (N, 1): images with a real token in each slot
+    slot_mean = (hf * w).sum(dim=0) / n.clamp_min(1.0)
+    slot_var = ((hf - slot_mean) ** 2 * w).sum(dim=0) / (n - 1).clamp_min(1.0)
+    counted = (n > 1).to(hf.dtype)  # slots with a std over images
+    img_std = (slot_var.sqrt() * counted).sum() / (counted.sum() * hf.shape[-1]).clamp_min(1.0)
     return std, img_std
 
 
-def jepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "smooth_l1") -> torch.Tensor:
-    """Mean over all elements of smooth-L1 (official code) or squared error (paper text)."""
+def jepa_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    kind: str = "smooth_l1",
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over all elements of smooth-L1 (official code) or squared error (paper text).
+
+    ``valid`` ``(R, Kt)`` (padded target masks) averages over the real target tokens only.
+    """
     pred = pred.float()
     target = target.float()
-    if kind == "smooth_l1":
-        return F.smooth_l1_loss(pred, target)
-    if kind == "l2":
-        return F.mse_loss(pred, target)
-    raise ValueError(f"unknown loss '{kind}': expected 'smooth_l1' or 'l2'")
+    if kind not in ("smooth_l1", "l2"):
+        raise ValueError(f"unknown loss '{kind}': expected 'smooth_l1' or 'l2'")
+    fn = F.smooth_l1_loss if kind == "smooth_l1" else F.mse_loss
+    if valid is None:
+        return fn(pred, target)
+    err = fn(pred, target, reduction="none")  # (R, Kt, D)
+    w = valid.to(err.dtype)[..., None]
+    return (err * w).sum() / (w.sum() * err.shape[-1]).clamp_min(1.0)
 
 
 def forward_loss(
@@ -141,6 +168,8 @@ def forward_loss(
     step: int = 0,
     objective: Objective | None = None,
     target_layers: int = 1,
+    valid_enc: torch.Tensor | None = None,
+    valid_pred: torch.Tensor | None = None,
 ) -> StepOutput:
     """Forward pass and loss (with gradients through encoder and predictor).
 
@@ -153,8 +182,16 @@ def forward_loss(
         objective: the prediction target (None: the paper's, latent targets from the EMA
             encoder); see :class:`~ijepa.train.objective.Objective`.
         target_layers: blocks the targets average (see :func:`compute_targets`).
+        valid_enc, valid_pred: real slots of padded masks (``mask.pad``: rows ending in -1);
+            found from CPU-resident masks when not given. Padding is no attention key, and the
+            loss and the regulariser average over real tokens only.
     """
-    nenc = masks_enc.shape[0]
+    nenc, n_tgt, batch = masks_enc.shape[0], masks_pred.shape[0], masks_pred.shape[1]
+    masks_enc, valid_enc = split_padding(masks_enc, valid_enc, "masks_enc")
+    masks_pred, valid_pred = split_padding(masks_pred, valid_pred, "masks_pred")
+    enc_kw = {} if valid_enc is None else {"valid": valid_enc}
+    padded = valid_enc is not None or valid_pred is not None
+    pred_kw = {"valid_x": valid_enc, "valid": valid_pred} if padded else {}
     device_type = images.device.type
     with autocast_context(device_type, bf16):
         std: torch.Tensor | None
@@ -167,15 +204,18 @@ def forward_loss(
             targets, std, img_std = objective.targets(
                 models.encoder, models.target_encoder, images, masks_pred, nenc=nenc
             )
-        z = models.encoder(images, masks_enc)  # (nenc * B, Kc, D)
-        pred = models.predictor(z, masks_enc, masks_pred)  # (M * nenc * B, Kt, D or pixels)
+        z = models.encoder(images, masks_enc, **enc_kw)  # (nenc * B, Kc, D)
+        pred = models.predictor(z, masks_enc, masks_pred, **pred_kw)  # (M*nenc*B, Kt, D or P)
     if std is None or img_std is None:  # pixel targets: the monitors read the context features
         with torch.no_grad():
-            std, img_std = feature_stds(z)
-    loss = jepa_loss(pred, targets, loss_kind)
+            std, img_std = feature_stds(z, valid_enc)
+    valid_t = None
+    if valid_pred is not None:  # in the predictor's row order (block, context mask, image)
+        valid_t = expand_for_contexts(valid_pred, n_tgt, batch, nenc)
+    loss = jepa_loss(pred, targets, loss_kind, valid_t)
     if regularizer is None:
         return StepOutput(loss=loss, target_std=std, target_img_std=img_std)
-    reg = regularizer(z, step)
+    reg = regularizer(z, step) if valid_enc is None else regularizer(z, step, valid_enc)
     return StepOutput(
         loss=loss + reg_weight * reg, target_std=std, reg=reg.detach(), target_img_std=img_std
     )
@@ -213,6 +253,8 @@ def train_step(
     step: int = 0,
     objective: Objective | None = None,
     target_layers: int = 1,
+    valid_enc: torch.Tensor | None = None,
+    valid_pred: torch.Tensor | None = None,
 ) -> StepOutput:
     """One full optimisation step. Returns device tensors; nothing is synchronised.
 
@@ -235,6 +277,8 @@ def train_step(
         step=step,
         objective=objective,
         target_layers=target_layers,
+        valid_enc=valid_enc,
+        valid_pred=valid_pred,
     )
     if skip_nonfinite and not bool(torch.isfinite(out.loss)):
         # the only host sync in a step, and only under nan_policy=skip
