@@ -100,6 +100,11 @@ class MaskConfig:
     """``default`` (fixed sampler) or ``official`` (reproduces the official sampler's sizes)."""
     per_image_size: bool = False
     """Draw block sizes per image instead of once per batch."""
+    geometry: str = "fixed"
+    """``fixed``: the sizes and counts above as given. ``auto``: on a patch grid smaller than
+    :data:`ijepa.masks.SMALL_GRID` a side, at most 2 target blocks and ``min_keep`` at most 4 (on
+    a 7x7 grid four targets of 15-20 % leave the context 4-14 patches, mostly border; see
+    ``docs/recipes.md``); larger grids keep the values above. The CPU presets use ``auto``."""
     fixed_sizes: bool = False
     """Static shapes: every step has the same context and target token counts (longer masks
     subsampled, contexts below the count resampled; ``mode: default`` only), so that
@@ -239,6 +244,7 @@ _BOOL_OR_AUTO = frozenset({"meta.use_bfloat16"})
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "mask.mode": ("default", "official"),
+    "mask.geometry": ("fixed", "auto"),
     "meta.attn_impl": ("auto", "sdpa", "plain"),
     "optimization.loss": ("smooth_l1", "l2"),
     "optimization.nan_policy": ("stop", "skip"),

@@ -277,3 +277,40 @@ def render_multi(
     img = img + uniform(g, 0.0, 0.05, b, 1, 1, 1) * torch.randn(b, 3, s, s, generator=g)
     images = (img.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
     return images, shape.long(), count.long()
+
+
+TEXTURES = ("stripes", "checks", "dots", "waves", "rings")
+
+
+def render_textures(
+    b: int, s: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Grey texture images, the class being the texture (research prototype)."""
+    label = torch.randperm(b, generator=g) % len(TEXTURES)
+    ys, xs = torch.meshgrid(torch.arange(s) + 0.5, torch.arange(s) + 0.5, indexing="ij")
+    theta = uniform(g, 0.0, math.pi, b)[:, None, None]
+    period = uniform(g, 5.0, 9.0, b)[:, None, None] * s / 32.0
+    px, py = uniform(g, 0.0, 100.0, b)[:, None, None], uniform(g, 0.0, 100.0, b)[:, None, None]
+    u = (xs[None] * theta.cos() + ys[None] * theta.sin() + px) * 2 * math.pi / period
+    v = (-xs[None] * theta.sin() + ys[None] * theta.cos() + py) * 2 * math.pi / period
+    pats = torch.stack(
+        [
+            torch.sin(u),
+            torch.sin(u) * torch.sin(v),
+            (torch.cos(u) + torch.cos(v)) / 2,
+            torch.sin(u + 1.5 * torch.sin(v / 2)),
+            torch.sin(
+                torch.hypot(
+                    u - uniform(g, 0, 20, b)[:, None, None], v - uniform(g, 0, 20, b)[:, None, None]
+                )
+            ),
+        ]
+    )  # (5, b, s, s)
+    pat = pats[label, torch.arange(b)]
+    pat = torch.tanh(uniform(g, 1.0, 4.0, b)[:, None, None] * pat)
+    mid = uniform(g, 0.3, 0.7, b)[:, None, None]
+    amp = uniform(g, 0.15, 0.3, b)[:, None, None]
+    grey = mid + amp * pat + 0.04 * torch.randn(b, s, s, generator=g)
+    img = grey[:, None].expand(b, 3, s, s)
+    images = (img.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return images, label.long(), torch.ones(b, dtype=torch.long)

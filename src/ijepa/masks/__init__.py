@@ -11,7 +11,13 @@ from ijepa.masks.collator import MaskCollator
 from ijepa.masks.multiblock import MultiBlockMaskGenerator
 from ijepa.masks.pack import PAD
 from ijepa.masks.rng import make_generator, mix_seed
-from ijepa.masks.settings import MaskSamplingError, MaskStats
+from ijepa.masks.settings import (
+    SMALL_GRID,
+    SMALL_GRID_MIN_KEEP,
+    SMALL_GRID_TARGETS,
+    MaskSamplingError,
+    MaskStats,
+)
 from ijepa.masks.strategies import (
     STRATEGIES,
     BlockMaskGenerator,
@@ -23,6 +29,9 @@ from ijepa.masks.strategies import (
 
 __all__ = [
     "PAD",
+    "SMALL_GRID",
+    "SMALL_GRID_MIN_KEEP",
+    "SMALL_GRID_TARGETS",
     "STRATEGIES",
     "BlockMaskGenerator",
     "MaskCollator",

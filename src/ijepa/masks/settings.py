@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MaskSamplingError", "MaskSettings", "MaskStats"]
+__all__ = [
+    "SMALL_GRID",
+    "SMALL_GRID_MIN_KEEP",
+    "SMALL_GRID_TARGETS",
+    "MaskSamplingError",
+    "MaskSettings",
+    "MaskStats",
+]
 
 MODES = ("default", "official")
+
+#: ``mask.geometry=auto``: patch grids smaller than this on a side count as small: they get at
+#: most :data:`SMALL_GRID_TARGETS` target blocks and ``min_keep`` at most
+#: :data:`SMALL_GRID_MIN_KEEP`. The official scales were set for 14x14 and 16x16 grids.
+SMALL_GRID = 14
+SMALL_GRID_TARGETS = 2
+SMALL_GRID_MIN_KEEP = 4
 
 
 class MaskSamplingError(ValueError):

@@ -6,6 +6,7 @@ step, on the device, as a pure function of the seed and the step (see :mod:`ijep
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,18 @@ from ijepa.data import (
     parse_spec,
 )
 from ijepa.dist import DistInfo
-from ijepa.masks import MaskSampler, make_mask_sampler
+from ijepa.masks import (
+    SMALL_GRID,
+    SMALL_GRID_MIN_KEEP,
+    SMALL_GRID_TARGETS,
+    MaskSampler,
+    make_mask_sampler,
+)
 from ijepa.train.batches import FileBatches, MemoryBatches, Stream, rank_slice, seeded_generator
 from ijepa.train.regularizers import SIGReg
 from ijepa.train.schedules import Schedules, build_schedules
+
+logger = logging.getLogger(__name__)
 
 
 def model_args_from_config(cfg: Any, in_chans: int) -> dict[str, Any]:
@@ -82,25 +91,50 @@ def build_mask_generator(
         grid = (side, side)
     mode = mode or m.mode
     pad = m.pad and mode == "default"
+    npred, min_keep = mask_counts(m.geometry, grid, m.num_pred_masks, m.min_keep)
     if m.strategy != "multiblock":  # the paper's ablations: their own counts and sizes
         return make_mask_sampler(
-            m.strategy, grid, pad=pad, min_keep=m.min_keep, aspect_ratio=m.aspect_ratio
+            m.strategy, grid, pad=pad, min_keep=min_keep, aspect_ratio=m.aspect_ratio
         )
     return make_mask_sampler(
         "multiblock",
         grid,
         pad=pad,
-        min_keep=m.min_keep,
+        min_keep=min_keep,
         aspect_ratio=m.aspect_ratio,
         enc_mask_scale=m.enc_mask_scale,
         pred_mask_scale=m.pred_mask_scale,
         nenc=m.num_enc_masks,
-        npred=m.num_pred_masks,
+        npred=npred,
         allow_overlap=m.allow_overlap,
         mode=mode,
         per_image_size=m.per_image_size if mode == "default" else False,
         fixed_sizes=m.fixed_sizes if mode == "default" else False,
     )
+
+
+def mask_counts(
+    geometry: str, grid: tuple[int, int], num_pred_masks: int, min_keep: int
+) -> tuple[int, int]:
+    """Target-block count and ``min_keep`` for ``mask.geometry`` on a patch grid.
+
+    ``fixed`` returns them as given; ``auto`` caps them at 2 and 4 on grids smaller than
+    :data:`ijepa.masks.SMALL_GRID` on a side (and says so once in the log).
+    """
+    if geometry == "fixed" or min(grid) >= SMALL_GRID:
+        return num_pred_masks, min_keep
+    npred, keep = min(num_pred_masks, SMALL_GRID_TARGETS), min(min_keep, SMALL_GRID_MIN_KEEP)
+    if (npred, keep) != (num_pred_masks, min_keep) and grid not in _SAID:
+        _SAID.add(grid)
+        logger.info(
+            "mask.geometry=auto: %dx%d patch grid, so %d target block(s) (not %d) and min_keep "
+            "%d (not %d); set mask.geometry=fixed to keep the configured values",
+            grid[0], grid[1], npred, num_pred_masks, keep, min_keep,
+        )  # fmt: skip
+    return npred, keep
+
+
+_SAID: set[tuple[int, int]] = set()
 
 
 def schedules_for(cfg: Config, iterations_per_epoch: int) -> Schedules:
