@@ -68,7 +68,8 @@ def test_alarm_fires_on_a_constant_output_encoder(probe: torch.Tensor) -> None:
 
 
 def test_alarm_fires_on_an_input_blind_encoder(probe: torch.Tensor) -> None:
-    # output depends on the patch position only: token std stays high, the probe rank is 0
+    # output depends on the patch position only: the probe rank is 0 (the token std, 0.21 here,
+    # is below the calibrated std threshold too)
     enc = vit_encoder("tiny", depth=2, img_size=32, patch_size=8)
     with torch.no_grad():
         enc.patch_embed.proj.weight.zero_()
@@ -76,7 +77,7 @@ def test_alarm_fires_on_an_input_blind_encoder(probe: torch.Tensor) -> None:
     print("input-blind:", m)
     assert m["probe_rank"] == 0.0
     warnings = CollapseMonitor(log=False).update({"step": 1, **m})
-    assert len(warnings) == 1 and "probe_rank" in warnings[0]
+    assert any("probe_rank" in w for w in warnings)
 
 
 @pytest.mark.parametrize("size", [dict(depth=2, patch_size=8), dict(depth=6, patch_size=4)])
@@ -167,3 +168,44 @@ def test_probe_rank_is_cheap(probe: torch.Tensor) -> None:
     # the SVD of the (256, 192) pooled features, ~4 m n^2 flops, is negligible next to the forward
     m, n = probe.shape[0], enc.embed_dim
     assert 4 * m * n * n < 0.01 * forward
+
+
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+
+
+def _replay(name: str) -> list[dict[str, float]]:
+    import json
+
+    return [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["collapsed_digits_old_small_preset", "collapsed_embedded_object_old_demo_preset"],
+)
+def test_replayed_collapsed_runs_are_called_collapsed(name: str) -> None:
+    """Metrics of real runs whose trained encoder ended below its random init (kNN -15 and -8
+    points: the old small-CPU recipe on 28 px digits, the old demo recipe on the object layout)."""
+    from ijepa.diagnostics import collapse_message, collapse_summary
+
+    records = _replay(name)
+    mon = CollapseMonitor(log=False)
+    fired = [rec["step"] for rec in records if mon.update(rec)]
+    verdict = collapse_summary(records)
+    print(name, verdict)
+    assert fired and fired[0] <= 400  # the alarm goes off early ...
+    assert verdict["collapsed"] and verdict["collapse_step"] <= 400  # ... and holds to the end
+    assert collapse_message(verdict).startswith("COLLAPSED")
+
+
+@pytest.mark.parametrize("name", ["healthy_fashion_mnist", "healthy_embedded_shapes"])
+def test_replayed_healthy_runs_raise_no_alarm(name: str) -> None:
+    """Metrics of real runs that learned (kNN +9 and +19 points over the random init)."""
+    from ijepa.diagnostics import collapse_message, collapse_summary
+
+    records = _replay(name)
+    mon = CollapseMonitor(log=False)
+    assert [rec["step"] for rec in records if mon.update(rec)] == []
+    verdict = collapse_summary(records)
+    assert not verdict["collapsed"]
+    assert collapse_message(verdict).startswith("no collapse")
