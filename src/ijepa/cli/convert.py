@@ -18,6 +18,9 @@ Convert I-JEPA weights. Formats:
             epoch, ...): the official code can resume from it
   hf        a transformers IJepaModel folder (config.json + model.safetensors)
   timm      a timm *_gap ViT: a .safetensors file, or a folder for timm's 'local-dir:'
+  dcp       (input only) a sharded checkpoint folder of a meta.parallel=fsdp run
+            (RUN/jepa-latest.dcp or RUN/jepa-stepNNNNNNNN.dcp), written with torch's
+            distributed checkpoint by every rank: --to ours gives the single-file checkpoint
 
 Training checkpoints (ours, official) convert into each other with every network and the
 optimizer state. Every other conversion moves one encoder: --encoder picks the target (EMA)
@@ -38,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--from",
         dest="src",
         default="auto",
-        choices=("auto", *FORMATS),
+        choices=("auto", *FORMATS, "dcp"),
         help="input format (default: detect it)",
     )
     p.add_argument("--to", dest="dst", required=True, choices=FORMATS, help="output format")
@@ -70,8 +73,11 @@ def run_convert(args: argparse.Namespace) -> int:
         save_timm,
         to_official,
     )
+    from ijepa.sharded_checkpoint import is_sharded
 
     src_path, out = Path(args.input), Path(args.output)
+    if args.src == "dcp" or (args.src == "auto" and is_sharded(src_path)):
+        return _convert_sharded(args, src_path, out)
     detected = detect_format(src_path)
     src = detected if args.src == "auto" else args.src
     training = _is_training_file(src_path, detected)
@@ -105,3 +111,26 @@ def run_convert(args: argparse.Namespace) -> int:
     which = f"{meta.which} encoder" if meta.which else "encoder"
     print(f"wrote {out} ({args.dst}, {which})")
     return 0
+
+
+def _convert_sharded(args: argparse.Namespace, src_path: Path, out: Path) -> int:
+    """``--from dcp``: a sharded checkpoint folder to any output format."""
+    import tempfile
+
+    from ijepa.checkpoint import save_checkpoint
+    from ijepa.compat import ConversionError, to_official
+    from ijepa.train.sharded import sharded_to_state
+
+    state = sharded_to_state(src_path)
+    if args.dst == "official" or (args.dst == "ours" and out.suffix != ".safetensors"):
+        if args.dst == "official" and out.suffix == ".safetensors":
+            raise ConversionError("the official layout is a .pth.tar file, not .safetensors")
+        result = to_official(state, str(src_path)) if args.dst == "official" else state
+        save_checkpoint(result, out)
+        print(f"wrote {out} ({args.dst} training checkpoint, step {state.get('step')})")
+        return 0
+    # one encoder: go through the single-file checkpoint, which every encoder writer reads
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = Path(tmp) / "whole.pth.tar"
+        save_checkpoint(state, whole)
+        return run_convert(argparse.Namespace(**{**vars(args), "input": str(whole), "src": "ours"}))

@@ -192,6 +192,12 @@ def read_encoder(
     path = Path(path)
     if which not in ("target", "context"):
         raise ConversionError(f"which must be 'target' or 'context', got {which!r}")
+    from ijepa.sharded_checkpoint import is_sharded
+
+    if is_sharded(path):  # the checkpoint folder of a meta.parallel=fsdp run
+        from ijepa.train.sharded import sharded_to_state
+
+        return _from_training_checkpoint(sharded_to_state(path), str(path), which, device)
     detected = _detect_path(path)
     if detected is None:  # a pickle file: load it once, safely
         state = load_checkpoint(path)

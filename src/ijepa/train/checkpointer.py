@@ -5,7 +5,10 @@ the last step, and when the time limit stops a run; keeps numbered copies every
 ``logging.keep_every`` steps; applies ``logging.checkpoint_failure`` (``stop``: end the run
 naming the last good checkpoint; ``retry``: keep training and try again at the next checkpoint
 step, except at the last one); and remembers the last good checkpoint for error messages.
-File I/O goes through :mod:`ijepa.checkpoint` (atomic writes).
+File I/O goes through :mod:`ijepa.checkpoint` (atomic writes), or, for ``meta.parallel=fsdp``,
+:mod:`ijepa.sharded_checkpoint`: every rank writes its own shards into one folder per checkpoint
+(torch's distributed checkpoint), nothing is gathered to rank 0, and ``RUN/jepa-latest.dcp``
+links to the newest complete one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 
 from ijepa import checkpoint as ckpt_file
+from ijepa import sharded_checkpoint as sharded
 from ijepa.config import Config
 from ijepa.dist import DistContext
 from ijepa.train.parallel import ParallelModels
@@ -91,6 +95,8 @@ class Checkpointer:
         """The step of :attr:`last_good`."""
         self.failures = 0
         """Writes that failed and were retried (``logging.checkpoint_failure=retry``)."""
+        self.sharded = cfg.meta.parallel == "fsdp"
+        """Sharded checkpoints (one folder, every rank writes its shards) instead of one file."""
 
     def due(self, done: int) -> bool:
         """Whether a checkpoint is due after ``done`` steps (periodic, or the last step)."""
@@ -169,6 +175,8 @@ class Checkpointer:
 
     def _write(self, done: int, *, lr: float, loss: float) -> Path:
         """Gather full state (a collective under FSDP), write it on rank 0, agree on the outcome."""
+        if self.sharded:
+            return self._write_sharded(done, lr=lr, loss=loss)
         ctx = self.ctx
         models = self.parallel.model_state()  # None on ranks other than 0
         opt = self.parallel.optimizer_state(self.optimizer)
@@ -193,3 +201,24 @@ class Checkpointer:
         if error is not None:
             raise ckpt_file.CheckpointError(error)
         return path
+
+    def _write_sharded(self, done: int, *, lr: float, loss: float) -> Path:
+        """Every rank writes its shards; rank 0 adds the run facts and publishes ``latest``."""
+        ctx = self.ctx
+        state = self.parallel.sharded_state(self.optimizer)
+        rng_ranks = ctx.all_gather_object(ckpt_file.rng_state())
+        facts = self.state(done, models={}, opt=None, lr=lr, loss=loss, rng_ranks=rng_ranks)
+        for key in ("opt", "scaler", "rng", "rng_ranks"):  # tensors, or nothing to say
+            facts.pop(key)
+        keep = self.cfg.logging.keep_every
+        return sharded.write_sharded(
+            state,
+            facts,
+            rng_ranks,
+            folder=self.run_dir,
+            step=done,
+            tag=self.tag,
+            keep=bool(keep and done % keep == 0),
+            is_main=ctx.is_main,
+            all_gather=ctx.all_gather_object if ctx.distributed else lambda obj: [obj],
+        )

@@ -15,9 +15,11 @@ Modes (see ``docs/distributed.md``):
 
 Activation checkpointing (any mode) recomputes each block's forward during backward.
 
-Checkpoints always hold full, unsharded state in the single-process layout, whatever the mode and
-world size: module state dicts without prefixes and the optimizer's id-keyed state dict (the
-official layout). Under FSDP, saving gathers them onto rank 0's CPU; loading happens on rank 0
+Single-file checkpoints hold full, unsharded state in the single-process layout, whatever the
+mode and world size: module state dicts without prefixes and the optimizer's id-keyed state dict
+(the official layout). Sharded checkpoints (``meta.parallel=fsdp``, see
+:mod:`ijepa.sharded_checkpoint`) hold each rank's shards as they are
+(:meth:`ParallelModels.sharded_state`) and are resharded on load. Under FSDP, saving gathers them onto rank 0's CPU; loading happens on rank 0
 into the unwrapped modules, which are then broadcast before wrapping; the optimizer state is
 broadcast from rank 0 and resharded by ``torch.distributed.checkpoint.state_dict``.
 """
@@ -174,6 +176,41 @@ class ParallelModels:
             )
             return optimizer_state_to_ids(full, names)
         return optimizer.state_dict() if self.rank == 0 else None
+
+    def sharded_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """This rank's part of the state, for a sharded checkpoint (a collective under FSDP).
+
+        Returns:
+            ``{"models": {"encoder": ..., "predictor": ..., "target_encoder": ...}, "optim":
+            ...}``: state dicts with plain names (DTensor shards under FSDP, whole tensors on
+            one process); the optimizer's is keyed by ``encoder.<fqn>``/``predictor.<fqn>``.
+        """
+        from torch.distributed.checkpoint.state_dict import (
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        names = ("encoder", "predictor", "target_encoder")
+        models = {n: get_model_state_dict(getattr(self.models, n)) for n in names}
+        return {
+            "models": models,
+            "optim": get_optimizer_state_dict(_holder(self.models), optimizer),
+        }
+
+    def load_sharded_optimizer(self, optimizer: torch.optim.Optimizer, path: Any) -> None:
+        """Load the optimizer state of the sharded checkpoint ``path`` (a collective), resharded
+        to this run's layout."""
+        from torch.distributed.checkpoint.state_dict import (
+            get_optimizer_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        from ijepa.sharded_checkpoint import load_sharded
+
+        holder = _holder(self.models)
+        template = {"optim": get_optimizer_state_dict(holder, optimizer)}
+        load_sharded(path, template)
+        set_optimizer_state_dict(holder, optimizer, template["optim"])
 
     def load_optimizer_state(
         self, optimizer: torch.optim.Optimizer, named_state: dict[str, Any] | None

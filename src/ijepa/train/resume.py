@@ -1,11 +1,14 @@
 """Resuming a run: find the checkpoint, read and validate it on rank 0, restore every rank.
 
-The run folder's own ``latest`` checkpoint wins; otherwise ``meta.read_checkpoint`` (with
-``meta.load_checkpoint``) names one. Rank 0 reads and checks it (same architecture, same global
+The run folder's own ``latest`` checkpoint wins (the single file ``jepa-latest.pth.tar`` or the
+sharded ``jepa-latest.dcp``, whichever was written last); otherwise ``meta.read_checkpoint``
+(with ``meta.load_checkpoint``) names one, a file or a sharded checkpoint folder. Rank 0 reads and checks it (same architecture, same global
 batch), loads the weights into the unwrapped networks and broadcasts them; every rank learns the
 outcome, so all fail together with the same :class:`~ijepa.checkpoint.CheckpointError`. The
 optimizer state is restored after wrapping (:meth:`Resume.restore_optimizer`), the per-rank
-global RNG (drop path) at once.
+global RNG (drop path) at once. From a sharded checkpoint rank 0 reads the full weights the same
+way (DCP without the process group), and every rank then reads its own part of the optimizer
+state, resharded to this run's world size.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import torch
 
 from ijepa import checkpoint as ckpt_file
+from ijepa import sharded_checkpoint as sharded
 from ijepa.config import Config
 from ijepa.dist import DistContext
 from ijepa.models import JEPAModels
@@ -46,26 +50,36 @@ class Resume:
         step: the first step to run.
         named_opt: the optimizer state keyed by parameter names (rank 0 only, until restored).
         rng_ranks: every saving rank's global RNG state, when the checkpoint has them.
+        sharded: the source is a sharded checkpoint folder.
     """
 
     source: Path | None = None
     step: int = 0
     named_opt: dict[str, Any] | None = None
     rng_ranks: list[Any] | None = None
+    sharded: bool = False
 
     def restore_optimizer(self, parallel: ParallelModels, optimizer: torch.optim.Optimizer) -> None:
         """Load the saved optimizer state into the wrapped run's optimizer (every rank)."""
         if self.source is not None:
-            parallel.load_optimizer_state(optimizer, self.named_opt)
+            if self.sharded:
+                parallel.load_sharded_optimizer(optimizer, self.source)
+            else:
+                parallel.load_optimizer_state(optimizer, self.named_opt)
             logger.info("resumed from %s at step %d", self.source, self.step)
         self.named_opt = None
 
 
 def resume_source(cfg: Config, run_dir: Path) -> tuple[Path | None, bool]:
     """The checkpoint to resume from, and whether it is the run folder's own ``latest``."""
-    latest = ckpt_file.latest_path(run_dir, cfg.logging.write_tag)
-    if latest.exists():
-        return latest, True
+    tag = cfg.logging.write_tag
+    found = [
+        (path.stat().st_mtime_ns, path)
+        for path in (ckpt_file.latest_path(run_dir, tag), sharded.latest_dir(run_dir, tag))
+        if path.exists()
+    ]
+    if found:  # both kinds when the run changed meta.parallel: the newer one
+        return max(found)[1], True
     if cfg.meta.load_checkpoint and cfg.meta.read_checkpoint:
         path = Path(cfg.meta.read_checkpoint)
         return (path if path.is_absolute() else run_dir / path), False
@@ -112,6 +126,8 @@ def read_checkpoint(
     source, own = resume_source(cfg, Path(cfg.logging.folder))
     if source is None:
         return Resume()
+    if sharded.is_sharded(source):
+        return _read_sharded(cfg, source, own, models, model_args, world, global_batch)
     state = ckpt_file.load_checkpoint(source, map_location=map_location)
     saved_args = state.get("model_args")
     if saved_args is not None and architecture(saved_args) != architecture(model_args):
@@ -138,6 +154,36 @@ def read_checkpoint(
     return Resume(source=source, step=step, named_opt=named_opt, rng_ranks=rng_ranks)
 
 
+def _read_sharded(
+    cfg: Config,
+    source: Path,
+    own: bool,
+    models: JEPAModels,
+    model_args: dict[str, Any],
+    world: int,
+    global_batch: int,
+) -> Resume:
+    """Rank 0: check a sharded checkpoint's facts and read the full weights into the modules."""
+    facts = sharded.read_sharded_meta(source)
+    saved_args = facts.get("model_args")
+    if saved_args is not None and architecture(saved_args) != architecture(model_args):
+        raise ckpt_file.CheckpointError(
+            f"checkpoint {source} was made for a different architecture "
+            f"({saved_args}) than this config ({model_args})"
+        )
+    _check_global_batch(cfg, facts, source, own, world, global_batch)
+    parts = ("encoder", "predictor", "target_encoder")
+    template = {"models": {part: getattr(models, part).state_dict() for part in parts}}
+    sharded.load_sharded(source, template, this_process_only=True)
+    for part in parts:
+        ckpt_file.load_module_state(
+            getattr(models, part), template["models"][part], f"{source} [{part}]"
+        )
+    return Resume(
+        source=source, step=int(facts["step"]), rng_ranks=facts.get("rng_ranks"), sharded=True
+    )
+
+
 def _agree(ctx: DistContext, read: Callable[[], Resume]) -> Resume:
     """Rank 0 reads and validates; every rank learns the outcome (and fails together)."""
     if not ctx.distributed:
@@ -148,12 +194,17 @@ def _agree(ctx: DistContext, read: Callable[[], Resume]) -> Resume:
             out = read()
         except ckpt_file.CheckpointError as err:
             error = str(err)
-    meta = {"source": out.source, "step": out.step, "rng": out.rng_ranks, "error": error}
+    meta = {"source": out.source, "step": out.step, "rng": out.rng_ranks, "error": error,
+            "sharded": out.sharded}  # fmt: skip
     meta = ctx.broadcast_object(meta)
     if meta["error"] is not None:
         raise ckpt_file.CheckpointError(meta["error"])
     return Resume(
-        source=meta["source"], step=meta["step"], named_opt=out.named_opt, rng_ranks=meta["rng"]
+        source=meta["source"],
+        step=meta["step"],
+        named_opt=out.named_opt,
+        rng_ranks=meta["rng"],
+        sharded=meta["sharded"],
     )
 
 

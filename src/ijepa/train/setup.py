@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ijepa import checkpoint as ckpt_file
+from ijepa import sharded_checkpoint as sharded
 from ijepa.config import Config, ConfigError, save_config
 from ijepa.dist import DistContext, DistInfo
 from ijepa.models import JEPAModels, build_models
@@ -224,6 +225,7 @@ def start_run(cfg: Config, ctx: DistContext, phase: Phase) -> Run:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         ckpt_file.remove_stale_temps(run_dir, cfg.logging.write_tag)
+        sharded.remove_stale_sharded_temps(run_dir, cfg.logging.write_tag)
 
     batches = TrainBatches(cfg, ctx.info, ctx.device)
     ipe = batches.iterations_per_epoch
