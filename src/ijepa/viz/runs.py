@@ -43,21 +43,29 @@ def read_run_config(run_dir: str | Path) -> Config | None:
 def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint file for ``path``: the file itself, or a run folder's ``latest``.
 
-    In a folder, ``<write_tag>-latest.pth.tar`` is taken (tag from its ``config.yaml``, default
-    ``jepa``), else the newest ``*.pth.tar``.
+    In a folder, ``<write_tag>-latest.pth.tar`` or the sharded ``<write_tag>-latest.dcp`` is
+    taken (the newer; tag from its ``config.yaml``, default ``jepa``), else the newest
+    ``*.pth.tar``.
 
     Raises:
         FileNotFoundError: nothing suitable exists.
     """
+    from ijepa import sharded_checkpoint as sharded
+
     path = Path(path)
-    if path.is_file():
+    if path.is_file() or sharded.is_sharded(path):
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint file or run folder at {path}")
     cfg = read_run_config(path)
-    latest = ckpt.latest_path(path, cfg.logging.write_tag if cfg else "jepa")
-    if latest.is_file():
-        return latest
+    tag = cfg.logging.write_tag if cfg else "jepa"
+    latest = [
+        (p.stat().st_mtime_ns, p)
+        for p in (ckpt.latest_path(path, tag), sharded.latest_dir(path, tag))
+        if p.exists()
+    ]
+    if latest:  # the single file, or the sharded folder of a meta.parallel=fsdp run
+        return max(latest)[1]
     found = sorted(path.glob("*.pth.tar"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise FileNotFoundError(f"run folder {path} holds no checkpoint (*.pth.tar)")
@@ -92,9 +100,15 @@ def load_run(path: str | Path) -> LoadedRun:
             weights do not match the architecture.
     """
     from ijepa.models import build_models
+    from ijepa.sharded_checkpoint import is_sharded
 
     file = find_checkpoint(path)
-    state = ckpt.load_checkpoint(file)
+    if is_sharded(file):
+        from ijepa.train.sharded import sharded_to_state
+
+        state = sharded_to_state(file)
+    else:
+        state = ckpt.load_checkpoint(file)
     model_args = state.get("model_args")
     if not isinstance(model_args, dict):
         raise ckpt.CheckpointError(
