@@ -31,7 +31,8 @@ class DataConfig:
     """Where images come from and how they are augmented."""
 
     dataset: str = "embedded"
-    """Dataset spec: ``embedded``, ``fashion-mnist[:DIR]``, ``imagefolder:DIR`` or ``hf:PATH``.
+    """Dataset spec: ``embedded``, ``fashion-mnist[:DIR]``, ``imagefolder:DIR``, ``hf:PATH`` or
+    ``webdataset:PATTERN`` (tar shards, streamed).
     Ignored when ``root_path`` and ``image_folder`` are both set (official layout)."""
     batch_size: int = 128
     """Images per step on each process."""
@@ -52,6 +53,8 @@ class DataConfig:
     """Official layout: the folder under ``root_path`` holding ``train/``."""
     max_images: int | None = None
     """Use only the first N training images (for quick runs)."""
+    shuffle_buffer: int = 1000
+    """``webdataset:`` streams: samples held by each worker's shuffle buffer (0: none)."""
 
 
 @dataclass
@@ -436,6 +439,8 @@ def validate(cfg: Config) -> None:
     d, m, o = cfg.data, cfg.mask, cfg.optimization
     if d.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {d.batch_size}")
+    if d.shuffle_buffer < 0:
+        raise ConfigError(f"data.shuffle_buffer must be >= 0, got {d.shuffle_buffer}")
     if m.patch_size < 1 or d.crop_size % m.patch_size != 0:
         raise ConfigError(
             f"data.crop_size ({d.crop_size}) must be a multiple of mask.patch_size ({m.patch_size})"

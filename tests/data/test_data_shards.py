@@ -14,13 +14,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ijepa.data import DataSpecError, load_imageset
-from ijepa.data.shards import (
-    WebDatasetStream,
-    count_samples,
-    expand_pattern,
-    write_imagefolder_shards,
-)
+from ijepa.data import DataSpecError, load_imageset, write_imagefolder_shards
+from ijepa.data.shards import WebDatasetStream, count_samples, expand_pattern
 
 wds = pytest.importorskip("webdataset", reason="the webdataset extra is not installed")
 

@@ -17,7 +17,8 @@ from ijepa.data.fashion_mnist import read_idx
 from ijepa.data.folder import ImageFolderDataset, SkippedFile, load_rgb
 from ijepa.data.imageset import ImageSet, channel_stats
 from ijepa.data.load import load_imagefolder, load_imageset
-from ijepa.data.shards import WebDatasetStream, write_imagefolder_shards
+from ijepa.data.shard_sets import write_imagefolder_shards
+from ijepa.data.shards import WebDatasetStream
 from ijepa.data.spec import KINDS, DataSpecError, parse_spec
 from ijepa.data.transforms import (
     IMAGENET_MEAN,

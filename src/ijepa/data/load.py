@@ -90,7 +90,7 @@ def load_imageset(
         assert arg is not None  # parse_spec guarantees a path
         return load_imagefolder(arg, split, **opts)
     if kind == "webdataset":
-        from ijepa.data.shards import load_webdataset
+        from ijepa.data.shard_sets import load_webdataset
 
         assert arg is not None
         return load_webdataset(arg, split, **opts)

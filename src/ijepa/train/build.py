@@ -13,11 +13,12 @@ from typing import Any
 
 import torch
 
-from ijepa.config import Config, dataset_spec
+from ijepa.config import Config, ConfigError, dataset_spec
 from ijepa.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageFolderDataset,
+    WebDatasetStream,
     load_imageset,
     official_train_transform,
     parse_spec,
@@ -33,6 +34,7 @@ from ijepa.masks import (
 from ijepa.train.batches import FileBatches, MemoryBatches, Stream, rank_slice, seeded_generator
 from ijepa.train.regularizers import SIGReg
 from ijepa.train.schedules import Schedules, build_schedules
+from ijepa.train.stream_batches import StreamBatches
 
 logger = logging.getLogger(__name__)
 
@@ -163,29 +165,66 @@ def build_regularizer(cfg: Config) -> SIGReg | None:
     raise ValueError(f"unknown meta.regularizer {cfg.meta.regularizer!r}")
 
 
-def image_source(cfg: Config, dist: DistInfo) -> tuple[MemoryBatches | FileBatches, int]:
+def _official_transform(cfg: Config) -> Any:
+    d = cfg.data
+    return official_train_transform(
+        d.crop_size,
+        crop_scale=d.crop_scale,
+        hflip=d.use_horizontal_flip,
+        color_distortion=d.use_color_distortion,
+        color_jitter=d.color_jitter_strength,
+        blur=d.use_gaussian_blur,
+    )
+
+
+def _stream_source(cfg: Config, pattern: str, dist: DistInfo) -> StreamBatches:
+    """A ``webdataset:PATTERN`` training stream (the official per-image augmentation)."""
+    from ijepa.data.shards import count_samples, expand_pattern
+
+    d = cfg.data
+    if d.max_images is not None:
+        raise ConfigError("data.max_images does not apply to webdataset streams; unset it")
+    urls = expand_pattern(pattern, "train")
+    stream = WebDatasetStream(
+        urls,
+        seed=cfg.meta.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        shuffle_buffer=d.shuffle_buffer,
+    )
+    return StreamBatches(
+        stream,
+        count_samples(urls),
+        _official_transform(cfg),
+        batch_size=d.batch_size,
+        seed=cfg.meta.seed,
+        num_workers=d.num_workers,
+        pin_memory=d.pin_mem and torch.cuda.is_available(),
+        world_size=dist.world_size,
+    )
+
+
+def image_source(
+    cfg: Config, dist: DistInfo
+) -> tuple[MemoryBatches | FileBatches | StreamBatches, int]:
     """The images of a run as a function of the step, and their number of channels.
 
-    An ``imagefolder:`` data set is read from files by a DataLoader (the official augmentation);
-    every other data set is held in memory and augmented in batches.
+    An ``imagefolder:`` data set is read from files by a DataLoader and a ``webdataset:`` one is
+    streamed from its shards (both with the official per-image augmentation); every other data
+    set is held in memory and augmented in batches.
     """
     spec = dataset_spec(cfg)
     kind, arg = parse_spec(spec)
     d = cfg.data
+    if kind == "webdataset":
+        return _stream_source(cfg, arg or "", dist), 3
     if kind == "imagefolder":
         folder = Path(arg or ".")
         root = folder / "train" if (folder / "train").is_dir() else folder
         dataset: Any = ImageFolderDataset(root)
         if d.max_images is not None:
             dataset = torch.utils.data.Subset(dataset, range(min(d.max_images, len(dataset))))
-        transform = official_train_transform(
-            d.crop_size,
-            crop_scale=d.crop_scale,
-            hflip=d.use_horizontal_flip,
-            color_distortion=d.use_color_distortion,
-            color_jitter=d.color_jitter_strength,
-            blur=d.use_gaussian_blur,
-        )
+        transform = _official_transform(cfg)
         files = FileBatches(
             dataset,
             transform,
