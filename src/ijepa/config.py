@@ -193,6 +193,9 @@ class MetaConfig:
     isotropic Gaussian regulariser of the context embeddings; see :mod:`ijepa.train.regularizers`)."""
     reg_weight: float = 0.05
     """Weight of the regulariser: ``loss = jepa_loss + reg_weight * regulariser``."""
+    reg_slices: int = 64
+    """SIGReg: random directions per step (LeJEPA uses 256; 64 costs a quarter on a CPU, and the
+    directions change every step)."""
     reg_on: str = "pooled"
     """What the regulariser sees: ``pooled`` (each image's mean context token) or ``tokens``."""
     dist_timeout_s: float = 600.0
@@ -481,6 +484,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"meta.target_layers must be in [1, encoder depth], got {cfg.meta.target_layers}"
         )
+    if cfg.meta.reg_slices < 1:
+        raise ConfigError(f"meta.reg_slices must be >= 1, got {cfg.meta.reg_slices}")
     if not (cfg.meta.reg_weight >= 0 and math.isfinite(cfg.meta.reg_weight)):
         raise ConfigError(
             f"meta.reg_weight must be a finite number >= 0, got {cfg.meta.reg_weight}"

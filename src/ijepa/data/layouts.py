@@ -51,6 +51,7 @@ _CLUTTER_HALF_WIDTH = (0.5, 1.2)
 _SHAPES_GREY = False
 _SHAPES_PLAIN = False
 _SHAPES_CONTRAST = (0.3, 0.6)  # grey mode: object minus background level, either sign
+_MONO = False  # research: light objects on a dark plain background
 
 
 def render_scenes(
@@ -247,6 +248,8 @@ def render_multi(
     img, bg_lo, bg_hi, bg_dir = background(b, s, xs, ys, _SHAPES_PLAIN, g)
     if _SHAPES_GREY:
         img = img.mean(dim=1, keepdim=True).expand(b, 3, s, s).clone()
+    if _MONO:
+        img = uniform(g, 0.0, 0.2, b)[:, None, None, None].expand(b, 3, s, s).clone()
     for _ in range(_CLUTTER):
         alpha = _stroke(b, s, xs, ys, scale, g)
         colour = torch.rand(b, 3, generator=g)
@@ -271,6 +274,8 @@ def render_multi(
             coin = torch.rand(b, generator=g).lt(0.5).float() * 2 - 1
             sign = torch.where(up & down, coin, up.float() * 2 - 1)
             colour = (level + sign * delta).clamp(0.0, 1.0)[:, None].expand(b, 3)
+        if _MONO:
+            colour = uniform(g, 0.75, 1.0, b)[:, None].expand(b, 3)
         alpha, shade = object_mask(shape, cx, cy, r, xs, ys, g)
         fill = colour[:, :, None, None] * (1.0 + shade[:, None])
         img = img + (alpha * on)[:, None] * (fill - img)

@@ -161,7 +161,7 @@ def build_regularizer(cfg: Config) -> SIGReg | None:
     if cfg.meta.regularizer == "none":
         return None
     if cfg.meta.regularizer == "sigreg":
-        return SIGReg(seed=cfg.meta.seed, on=cfg.meta.reg_on)
+        return SIGReg(num_slices=cfg.meta.reg_slices, seed=cfg.meta.seed, on=cfg.meta.reg_on)
     raise ValueError(f"unknown meta.regularizer {cfg.meta.regularizer!r}")
 
 
