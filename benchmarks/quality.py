@@ -21,7 +21,8 @@ Progress goes to stderr; the last stdout line is one JSON object (accuracies are
 ``minutes`` (pretraining wall minutes, calibration included), ``linear``, ``knn``,
 ``lowshot_1pct`` (+ ``_std``) for the trained encoder's average-pooled features (the paper's
 readout), the same with ``grid_`` for its 2 x 2 grid of averages (a readout that keeps a coarse
-layout), ``random_`` and ``random_grid_`` for the random init, ``raw_`` for the pixels; ``collapse``
+layout) and ``flat_`` for all its tokens concatenated (the whole layout), ``random_``,
+``random_grid_`` and ``random_flat_`` for the random init, ``raw_`` for the pixels; ``collapse``
 (one line: did the run collapse, from which step, what to try), and the run's facts (steps,
 epochs, images, threads, CPU, protocol settings).
 """
@@ -251,8 +252,9 @@ def probe_all(
 
 
 #: Readouts of the frozen encoders, each reported under its own label: the paper's average
-#: pooling of the last layer, and a 2 x 2 spatial grid of averages (``ijepa.eval.features``).
-READOUTS = ("avg", "grid")
+#: pooling of the last layer, a 2 x 2 spatial grid of averages, and all tokens concatenated
+#: (``ijepa.eval.features``).
+READOUTS = ("avg", "grid", "flat")
 
 
 def encoder_results(
@@ -431,6 +433,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **_flat_scores("random_", random["avg"]),
         **_flat_scores("grid_", trained["grid"]),
         **_flat_scores("random_grid_", random["grid"]),
+        **_flat_scores("flat_", trained["flat"]),
+        **_flat_scores("random_flat_", random["flat"]),
         "budget_minutes": args.minutes,
         "calibration_minutes": round(cal.seconds / 60.0, 3),
         "train_minutes": round((t_done - t_train) / 60.0, 3),
@@ -480,7 +484,9 @@ def format_table(rec: dict[str, Any]) -> str:
         ("I-JEPA, avg pool", ""),
         ("I-JEPA, 2x2 grid pool", "grid_"),
         ("random init, avg pool", "random_"),
+        ("I-JEPA, all tokens", "flat_"),
         ("random init, 2x2 grid pool", "random_grid_"),
+        ("random init, all tokens", "random_flat_"),
         ("raw pixels", "raw_"),
     ):
         lines.append(

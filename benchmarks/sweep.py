@@ -40,7 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 #: Readouts the harness knows (pooling names of :func:`ijepa.eval.extract_features`).
-READOUTS = ("avg", "grid")
+READOUTS = ("avg", "grid", "flat")
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -123,4 +123,4 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 #: How the table names each readout.
-READOUT_LABELS = {"avg": "avg pool", "grid": "2x2 grid pool"}
+READOUT_LABELS = {"avg": "avg pool", "grid": "2x2 grid pool", "flat": "all tokens"}

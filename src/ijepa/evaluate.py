@@ -194,8 +194,9 @@ def pixel_features(
 
 
 #: Readouts of frozen features that :func:`quick_probe` knows: the paper's average pooling of the
-#: last layer, and a 2 x 2 spatial grid of averages (see :mod:`ijepa.eval.features`).
-READOUTS = ("avg", "grid")
+#: last layer, a 2 x 2 spatial grid of averages, all tokens concatenated (see
+#: :mod:`ijepa.eval.features`).
+READOUTS = ("avg", "grid", "flat")
 
 
 def probe_features(

@@ -91,6 +91,22 @@ def test_shapes_and_poolings_agree() -> None:
     assert not torch.allclose(feats["avg4"][:, :DIM], feats["avg"])
 
 
+def test_grid_and_flat_readouts() -> None:
+    """grid: the 2 x 2 quadrant means (the middle row/column of an odd grid in both halves);
+    flat: every token in grid order."""
+    torch.manual_seed(0)
+    enc = TinyEncoder()
+    batches = _batches(size=12)  # a 3 x 3 token grid
+    feats = extract_features(
+        enc, batches, ("grid", "flat", "tokens"), tokens_dtype=torch.float32, progress=False
+    )
+    tokens = feats["tokens"]  # (15, 9, DIM)
+    torch.testing.assert_close(feats["flat"], tokens.flatten(1))
+    grid = tokens.reshape(15, 3, 3, DIM)
+    quadrants = [grid[:, r : r + 2, c : c + 2].mean(dim=(1, 2)) for r in (0, 1) for c in (0, 1)]
+    torch.testing.assert_close(feats["grid"], torch.cat(quadrants, dim=1))
+
+
 def test_one_forward_per_batch_and_mode_restored() -> None:
     enc = TinyEncoder()
     enc.train()

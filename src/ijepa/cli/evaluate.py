@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--pooling",
         default="avg",
-        choices=("avg", "avg4", "grid", "tokens"),
+        choices=("avg", "avg4", "grid", "flat", "tokens"),
         help="avg: mean of last-layer patch tokens; avg4: concat of last-4-layer means; tokens: all",
     )
     e.set_defaults(func=run_embed)

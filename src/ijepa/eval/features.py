@@ -11,6 +11,8 @@ after its final norm. Poolings:
   both halves), concatenated in row-major quadrant order, ``(N_images, 4D)`` float32. Average
   pooling discards where things are; on small centred images the layout is much of what raw
   pixels keep, and this readout keeps a coarse version of it at the same size as ``"avg4"``.
+- ``"flat"``: all of the last layer's patch tokens concatenated in grid order, ``(N_images,
+  N*D)`` float32: the readout that keeps the whole layout (what raw pixels are, for pixels).
 - ``"tokens"``: all patch tokens of the last layer, ``(N_images, N, D)`` in ``tokens_dtype``
   (float16 by default, to halve memory) for the attentive probe.
 
@@ -34,7 +36,7 @@ from ijepa.eval.checks import LABELS_KEY
 logger = logging.getLogger(__name__)
 
 #: The poolings ``extract_features`` knows.
-POOLINGS = ("avg", "avg4", "grid", "tokens")
+POOLINGS = ("avg", "avg4", "grid", "flat", "tokens")
 #: Side of the spatial grid of the ``"grid"`` pooling.
 GRID_SIDE = 2
 #: Number of layers concatenated by the ``"avg4"`` pooling.
@@ -121,8 +123,8 @@ def extract_features(
     Args:
         encoder: Module mapping images ``(B, C, H, W)`` to patch tokens ``(B, N, D)``.
         batches: Iterable of ``(images (B, C, H, W) float, labels (B,) int)``.
-        poolings: Any of ``"avg"``, ``"avg4"``, ``"grid"``, ``"tokens"`` (see the module
-            docstring).
+        poolings: Any of ``"avg"``, ``"avg4"``, ``"grid"``, ``"flat"``, ``"tokens"`` (see the
+            module docstring).
         device: Device the forward runs on; results are returned on the CPU.
         bf16: Run the forward under bfloat16 autocast (pooled features are still float32).
         tokens_dtype: Storage dtype of the ``"tokens"`` entry (float16, bfloat16 or float32).
@@ -131,7 +133,8 @@ def extract_features(
 
     Returns:
         ``{pooling: features}`` for each requested pooling plus ``"labels"`` int64 ``(N_images,)``.
-        ``"avg"``: ``(N_images, D)``; ``"avg4"`` and ``"grid"``: ``(N_images, 4D)``; ``"tokens"``:
+        ``"avg"``: ``(N_images, D)``; ``"avg4"`` and ``"grid"``: ``(N_images, 4D)``; ``"flat"``:
+        ``(N_images, N*D)``; ``"tokens"``:
         ``(N_images, N, D)``.
     """
     chosen = _check_poolings(poolings, encoder)
@@ -177,6 +180,8 @@ def extract_features(
                     )
                 if "grid" in chosen:
                     parts["grid"].append(grid_pool(last.float()).cpu())
+                if "flat" in chosen:
+                    parts["flat"].append(last.float().flatten(1).cpu())
                 if "tokens" in chosen:
                     tokens = last.to(tokens_dtype)
                     if not bool(torch.isfinite(tokens).all()):
