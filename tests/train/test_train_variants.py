@@ -259,3 +259,8 @@ def test_energy_encoder_loads_through_load_encoder(tmp_path: Path) -> None:
     assert isinstance(again, EnergyTransformer) and torch.equal(again(x), trained(x))
     with pytest.raises(ConversionError, match="timm has no EnergyTransformer"):
         save_timm(trained, tmp_path / "timm.safetensors")
+    from ijepa.checkpoint import load_checkpoint
+    from ijepa.compat.official import to_official
+
+    with pytest.raises(ConversionError, match="only the ViT encoder"):
+        to_official(load_checkpoint(ckpt), "energy run")
