@@ -135,7 +135,7 @@ def test_plain_background_variant() -> None:
 
 
 def test_object_layout_one_grey_object_near_the_centre() -> None:
-    s = load_imageset("embedded:200", "test")
+    s = load_imageset("embedded:object,200", "test")
     x = s.images.float()
     # grey: the three channels differ only by the pixel noise
     assert (x[:, 0] - x[:, 1]).abs().mean() < 12 and (x[:, 1] - x[:, 2]).abs().mean() < 12
@@ -151,3 +151,27 @@ def test_object_layout_one_grey_object_near_the_centre() -> None:
     assert s.classes == list(SHAPES) and s.name.startswith("embedded[object")
     scene = load_imageset("embedded:200", "test", layout="scene")
     assert not torch.equal(scene.images, s.images) and scene.mean != s.mean
+
+
+def test_shapes_layout_many_objects_of_one_class_anywhere() -> None:
+    """The default layout: grey, several objects, and where their pixels fall is not the class."""
+    s = load_imageset("embedded:1000", "test")
+    assert s.name.startswith("embedded[shapes")
+    x = s.images.float()
+    assert (x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all()  # grey
+    background = x[:, 0].flatten(1).median(dim=1).values  # the plain background level
+    differs = (x[:, 0] - background[:, None, None]).abs() > 40  # object pixels
+    covered = differs.float().mean(dim=(1, 2))
+    assert covered.min() > 0.05 and covered.max() < 0.8  # several small objects, never all
+    # the mean object position of each class is near the centre: position does not say the class
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    w = differs.float()
+    cx = (w * xs).sum((1, 2)) / w.sum((1, 2))
+    for c in range(5):
+        assert abs(float(cx[s.labels == c].mean()) - 15.5) < 1.5
+    # so does brightness: objects lighter and darker than the background in every class
+    lighter = ((x[:, 0] - background[:, None, None]) > 40).flatten(1).any(1)
+    darker = ((x[:, 0] - background[:, None, None]) < -40).flatten(1).any(1)
+    for c in range(5):
+        assert lighter[s.labels == c].float().mean() > 0.3
+        assert darker[s.labels == c].float().mean() > 0.3

@@ -1,7 +1,7 @@
 """The layouts of the embedded data set: how one chunk of images is composed and labelled.
 
-- :func:`render_shapes` (``layout="shapes"``, the default): one coloured shape anywhere in the
-  image, at any scale and rotation, on a textured background with clutter strokes.
+- :func:`render_shapes` (``layout="shapes"``, the default): 4-7 grey objects of one shape class
+  anywhere in the image, each at its own size, rotation and grey level, on a plain background.
 - :func:`render_objects` (``layout="object"``): one large grey object near the centre.
 - :func:`render_scenes` (``layout="scene"``): a main object and smaller distractor shapes.
 
@@ -11,7 +11,6 @@ Each takes a chunk size ``b``, the image side ``s`` and a ``torch.Generator``, a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -40,18 +39,6 @@ _OBJECT_BG = (0.0, 0.3)
 _OBJECT_FG = (0.55, 1.0)
 _OBJECT_SHADE = 1.5  # shading amplitude relative to the scene layout's
 _OBJECT_NOISE = 0.03
-
-# The shapes layout (sizes at 32 px, scaled with image_size).
-_SHAPES_R = (7.0, 12.0)  # object size: the bounding radius is 0.8-1.1 of it (EXTENT)
-_SHAPES_FIT = 0.9  # the bounding circle may leave the image by up to 10 % of its radius
-_CLUTTER = 2  # clutter strokes per image (each drawn with probability _CLUTTER_P)
-_CLUTTER_P = 0.8
-_CLUTTER_LEN = (3.0, 10.0)
-_CLUTTER_HALF_WIDTH = (0.5, 1.2)
-_SHAPES_GREY = False
-_SHAPES_PLAIN = False
-_SHAPES_CONTRAST = (0.3, 0.6)  # grey mode: object minus background level, either sign
-_MONO = False  # research: light objects on a dark plain background
 
 
 def render_scenes(
@@ -172,150 +159,46 @@ def _sample_layout(
     return lay
 
 
+# The shapes layout (sizes at 32 px, scaled with image_size).
+_SHAPES_COUNT = (4, 7)  # objects per image (inclusive), all of the image's one class
+_SHAPES_R = (3.5, 5.5)  # object size; its bounding radius is 0.8-1.1 of it (EXTENT)
+_SHAPES_CONTRAST = (0.3, 0.6)  # |object - background| grey level, the sign where it fits
+_SHAPES_NOISE = 0.05  # pixel noise std, drawn per image in [0, this]
+
+
 def render_shapes(
     b: int, s: int, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Render ``b`` shapes-layout images of side ``s``: uint8 (b,3,s,s), shapes (b,), ones (b,).
+    """Render ``b`` shapes-layout images of side ``s``: uint8 (b,3,s,s), shapes (b,), counts (b,).
 
-    One object per image, its class balanced within the chunk; its size, position (anywhere it
-    fits), rotation (any angle) and colour (any colour far enough from the background under it)
-    are drawn independently of the class, so neither where its pixels fall nor their colour says
-    what it is. Background: the scene layout's textured one (a two-colour gradient at a random
-    angle, colour blotches, sometimes a grating), plus up to :data:`_CLUTTER` thin strokes of
-    random colour (short straight segments, which belong to no class) under the object, and pixel
-    noise.
+    Each image shows 4 to 7 objects of one shape class (the label, balanced within the chunk) on
+    a plain grey background. Every object has its own position (anywhere it fits, overlaps
+    allowed), size, rotation (any angle) and grey level (a contrast of 0.3-0.6 to the
+    background, lighter or darker), all drawn independently of the class; the background level
+    and the pixel noise vary per image. So where the pixels fall, and how bright they are, says
+    nothing of the class: only the objects' shape does, and every object in the image shows it.
     """
     scale = s / 32.0
     shape = torch.randperm(b, generator=g) % len(SHAPES)  # (b,)
     ys, xs = torch.meshgrid(torch.arange(s) + 0.5, torch.arange(s) + 0.5, indexing="ij")  # (s,s)
-    img, bg_lo, bg_hi, bg_dir = background(b, s, xs, ys, _SHAPES_PLAIN, g)  # (b,3,s,s)
-    r = uniform(g, *_SHAPES_R, b) * scale
-    rad = r * EXTENT[shape] * _SHAPES_FIT
-    cx = rad + (s - 2 * rad) * torch.rand(b, generator=g)
-    cy = rad + (s - 2 * rad) * torch.rand(b, generator=g)
-    for _ in range(_CLUTTER):
-        alpha = _stroke(b, s, xs, ys, scale, g)  # (b,s,s)
-        colour = torch.rand(b, 3, generator=g)[:, :, None, None]
-        img = img + alpha[:, None] * (colour - img)
-    t = gradient_t(cx[:, None, None], cy[:, None, None], s, bg_dir)[:, 0, 0]  # (b,)
-    local = bg_lo + (bg_hi - bg_lo) * t[:, None]  # (b,3) background colour under the centre
-    colour = contrasting_colour(local, g)  # (b,3)
-    if _SHAPES_GREY:
-        img = img.mean(dim=1, keepdim=True).expand(b, 3, s, s)
-        level = local.mean(dim=1)
-        delta = uniform(g, *_SHAPES_CONTRAST, b)
-        up = level + delta <= 1.0
-        down = level - delta >= 0.0
-        sign = torch.where(
-            up & down, torch.rand(b, generator=g).lt(0.5).float() * 2 - 1, up.float() * 2 - 1
-        )
-        colour = (level + sign * delta).clamp(0.0, 1.0)[:, None].expand(b, 3)
-    alpha, shade = object_mask(shape, cx, cy, r, xs, ys, g)  # (b,s,s) x2
-    fill = colour[:, :, None, None] * (1.0 + shade[:, None])
-    img = img + alpha[:, None] * (fill - img)
-    img = img + uniform(g, 0.0, 0.05, b, 1, 1, 1) * torch.randn(b, 3, s, s, generator=g)
-    images = (img.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    return images, shape.long(), torch.ones(b, dtype=torch.long)
-
-
-def _stroke(
-    b: int, s: int, xs: torch.Tensor, ys: torch.Tensor, scale: float, g: torch.Generator
-) -> torch.Tensor:
-    """Coverage (b,s,s) of one thin straight segment per image (absent with prob. 1 - p)."""
-    x0, y0 = torch.rand(b, generator=g) * s, torch.rand(b, generator=g) * s
-    angle = uniform(g, 0.0, math.pi, b)[:, None, None]
-    half_len = uniform(g, *_CLUTTER_LEN, b)[:, None, None] * scale / 2
-    half_width = uniform(g, *_CLUTTER_HALF_WIDTH, b)[:, None, None] * scale
-    dx, dy = xs[None] - x0[:, None, None], ys[None] - y0[:, None, None]
-    along = dx * angle.cos() + dy * angle.sin()
-    across = -dx * angle.sin() + dy * angle.cos()
-    dist = torch.hypot((along.abs() - half_len).clamp_min(0.0), across) - half_width
-    drawn = (torch.rand(b, generator=g) < _CLUTTER_P).float()[:, None, None]
-    return (0.5 - dist).clamp(0.0, 1.0) * drawn
-
-
-_MULTI_N = (2, 4)  # objects per image (inclusive), all of the image's class
-_MULTI_R = (4.5, 7.5)
-
-
-def render_multi(
-    b: int, s: int, g: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Several objects of one class per image (research prototype)."""
-    scale = s / 32.0
-    shape = torch.randperm(b, generator=g) % len(SHAPES)
-    ys, xs = torch.meshgrid(torch.arange(s) + 0.5, torch.arange(s) + 0.5, indexing="ij")
-    img, bg_lo, bg_hi, bg_dir = background(b, s, xs, ys, _SHAPES_PLAIN, g)
-    if _SHAPES_GREY:
-        img = img.mean(dim=1, keepdim=True).expand(b, 3, s, s).clone()
-    if _MONO:
-        img = uniform(g, 0.0, 0.2, b)[:, None, None, None].expand(b, 3, s, s).clone()
-    for _ in range(_CLUTTER):
-        alpha = _stroke(b, s, xs, ys, scale, g)
-        colour = torch.rand(b, 3, generator=g)
-        if _SHAPES_GREY:
-            colour = colour.mean(dim=1, keepdim=True).expand(b, 3)
-        img = img + alpha[:, None] * (colour[:, :, None, None] - img)
-    count = torch.randint(_MULTI_N[0], _MULTI_N[1] + 1, (b,), generator=g)
-    for k in range(_MULTI_N[1]):
-        on = (count > k).float()[:, None, None]
-        r = uniform(g, *_MULTI_R, b) * scale
+    level = torch.rand(b, 3, generator=g).mean(dim=1)  # (b,) background grey, around 0.5
+    img = level[:, None, None].expand(b, s, s).clone()
+    count = torch.randint(_SHAPES_COUNT[0], _SHAPES_COUNT[1] + 1, (b,), generator=g)
+    for k in range(_SHAPES_COUNT[1]):
+        drawn = (count > k).float()[:, None, None]
+        r = uniform(g, *_SHAPES_R, b) * scale
         rad = r * EXTENT[shape]
         cx = rad + (s - 2 * rad) * torch.rand(b, generator=g)
         cy = rad + (s - 2 * rad) * torch.rand(b, generator=g)
-        t = gradient_t(cx[:, None, None], cy[:, None, None], s, bg_dir)[:, 0, 0]
-        local = bg_lo + (bg_hi - bg_lo) * t[:, None]
-        colour = contrasting_colour(local, g)
-        if _SHAPES_GREY:
-            level = local.mean(dim=1)
-            delta = uniform(g, *_SHAPES_CONTRAST, b)
-            up = level + delta <= 1.0
-            down = level - delta >= 0.0
-            coin = torch.rand(b, generator=g).lt(0.5).float() * 2 - 1
-            sign = torch.where(up & down, coin, up.float() * 2 - 1)
-            colour = (level + sign * delta).clamp(0.0, 1.0)[:, None].expand(b, 3)
-        if _MONO:
-            colour = uniform(g, 0.75, 1.0, b)[:, None].expand(b, 3)
-        alpha, shade = object_mask(shape, cx, cy, r, xs, ys, g)
-        fill = colour[:, :, None, None] * (1.0 + shade[:, None])
-        img = img + (alpha * on)[:, None] * (fill - img)
-    img = img + uniform(g, 0.0, 0.05, b, 1, 1, 1) * torch.randn(b, 3, s, s, generator=g)
+        delta = uniform(g, *_SHAPES_CONTRAST, b)
+        lighter, darker = level + delta <= 1.0, level - delta >= 0.0
+        coin = torch.rand(b, generator=g) < 0.5
+        sign = torch.where(lighter & darker, coin, lighter).float() * 2 - 1
+        grey = (level + sign * delta).clamp(0.0, 1.0)  # (b,)
+        alpha, shade = object_mask(shape, cx, cy, r, xs, ys, g)  # (b,s,s) x2
+        fill = grey[:, None, None] * (1.0 + shade)
+        img = img + alpha * drawn * (fill - img)
+    noise = uniform(g, 0.0, _SHAPES_NOISE, b)[:, None, None]
+    img = img + noise * torch.randn(b, s, s, generator=g)
     images = (img.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    return images, shape.long(), count.long()
-
-
-TEXTURES = ("stripes", "checks", "dots", "waves", "rings")
-
-
-def render_textures(
-    b: int, s: int, g: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Grey texture images, the class being the texture (research prototype)."""
-    label = torch.randperm(b, generator=g) % len(TEXTURES)
-    ys, xs = torch.meshgrid(torch.arange(s) + 0.5, torch.arange(s) + 0.5, indexing="ij")
-    theta = uniform(g, 0.0, math.pi, b)[:, None, None]
-    period = uniform(g, 5.0, 9.0, b)[:, None, None] * s / 32.0
-    px, py = uniform(g, 0.0, 100.0, b)[:, None, None], uniform(g, 0.0, 100.0, b)[:, None, None]
-    u = (xs[None] * theta.cos() + ys[None] * theta.sin() + px) * 2 * math.pi / period
-    v = (-xs[None] * theta.sin() + ys[None] * theta.cos() + py) * 2 * math.pi / period
-    pats = torch.stack(
-        [
-            torch.sin(u),
-            torch.sin(u) * torch.sin(v),
-            (torch.cos(u) + torch.cos(v)) / 2,
-            torch.sin(u + 1.5 * torch.sin(v / 2)),
-            torch.sin(
-                torch.hypot(
-                    u - uniform(g, 0, 20, b)[:, None, None], v - uniform(g, 0, 20, b)[:, None, None]
-                )
-            ),
-        ]
-    )  # (5, b, s, s)
-    pat = pats[label, torch.arange(b)]
-    pat = torch.tanh(uniform(g, 1.0, 4.0, b)[:, None, None] * pat)
-    mid = uniform(g, 0.3, 0.7, b)[:, None, None]
-    amp = uniform(g, 0.15, 0.3, b)[:, None, None]
-    grey = mid + amp * pat + 0.04 * torch.randn(b, s, s, generator=g)
-    img = grey[:, None].expand(b, 3, s, s)
-    images = (img.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    return images, label.long(), torch.ones(b, dtype=torch.long)
+    return images[:, None].expand(b, 3, s, s).contiguous(), shape.long(), count.long()
