@@ -164,7 +164,7 @@ def test_shapes_layout_many_objects_of_one_class_anywhere() -> None:
     covered = differs.float().mean(dim=(1, 2))
     assert covered.min() > 0.05 and covered.max() < 0.8  # several small objects, never all
     # the mean object position of each class is near the centre: position does not say the class
-    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    _, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     w = differs.float()
     cx = (w * xs).sum((1, 2)) / w.sum((1, 2))
     for c in range(5):
