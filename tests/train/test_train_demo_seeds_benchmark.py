@@ -51,8 +51,11 @@ def test_two_tiny_seeds_end_to_end(tmp_path):
     for run in last["runs"]:
         assert run["steps"] == 4 and run["train_processes"] == 1
         assert 0.0 <= run["knn_trained"] <= 1.0 and 0.0 <= run["linear_random"] <= 1.0
-    gains = [100 * (r["knn_trained"] - r["knn_random"]) for r in last["runs"]]
+    runs = last["runs"]
+    gains = [100 * (r["knn_trained"] - max(r["knn_random"], r["knn_raw"])) for r in runs]
     assert last["min_knn_gain_points"] == pytest.approx(min(gains), abs=0.01)
+    lin = [100 * (r["linear_trained"] - max(r["linear_random"], r["linear_raw"])) for r in runs]
+    assert last["min_linear_gain_points"] == pytest.approx(min(lin), abs=0.01)
     # the two seeds are different runs (different init, data order and masks)
     a, b = ((tmp_path / f"seed{s}" / "metrics.jsonl").read_text() for s in (0, 1))
     assert a != b
