@@ -30,7 +30,6 @@ epochs, images, threads, CPU, protocol settings).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import math
@@ -39,7 +38,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,7 @@ from ijepa.evaluate import features_of, pixel_features
 from ijepa.hardware import cpu_name
 from ijepa.models import build_encoder
 from ijepa.recipes import PRESETS, preset
+from ijepa.train.budget import WARMUP_STEPS, budget_config, calibrate, plan_steps
 from ijepa.train.loop import train
 
 logger = logging.getLogger("quality")
@@ -63,10 +62,6 @@ LOWSHOT_DRAWS = 5
 #: kNN neighbours and vote temperature (the DINO protocol).
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
-#: Part of the remaining budget planned for steps; the rest absorbs machine-load swings.
-PLAN_MARGIN = 0.97
-#: Calibration steps treated as warm-up (not timed).
-WARMUP_STEPS = 2
 QUICK = {"minutes": 0.3, "train_images": 2000, "test_images": 500}
 
 
@@ -132,93 +127,6 @@ def check_lowshot(train_set: ImageSet, fraction: float = LOWSHOT_FRACTION) -> No
                 f"{n} image(s): {fraction:.0%} low-shot needs at least 2 labelled images per "
                 f"class (about {need} images per class); raise --train-images"
             )
-
-
-# ----------------------------------------------------------------------------- the budget
-@dataclass
-class Calibration:
-    """Costs measured by a short throwaway run of the same config (seconds)."""
-
-    step_s: float
-    """Median wall time of a training step after the warm-up steps."""
-    log_s: float
-    """Extra time of a metrics record (collapse probe, bookkeeping)."""
-    startup_s: float
-    """From the ``train`` call to the first step (data, models)."""
-    checkpoint_s: float
-    """Writing a checkpoint (and returning)."""
-    seconds: float
-    """The calibration's own wall time."""
-    steps: int
-
-
-def calibrate(cfg: Config, steps: int, limit_min: float) -> Calibration:
-    """Time ``steps`` real training steps of ``cfg`` in a throwaway folder."""
-    stamps: list[tuple[float, float]] = []  # (time of the record, the record's img_per_s)
-    with tempfile.TemporaryDirectory(prefix="ijepa-quality-calibration-") as folder:
-        probe = apply_overrides(
-            cfg,
-            [
-                f"logging.folder={folder}",
-                f"optimization.max_steps={steps}",
-                f"optimization.time_limit_min={limit_min}",
-                "logging.log_every=1",
-                "logging.checkpoint_every=0",
-                "logging.keep_every=0",
-                "logging.progress=false",
-            ],
-        )
-        t0 = time.perf_counter()
-        train(probe, on_log=lambda rec: stamps.append((time.perf_counter(), rec["img_per_s"])))
-        t1 = time.perf_counter()
-    timed = stamps[WARMUP_STEPS:]
-    if len(timed) < 2:
-        raise QualityError(
-            f"calibration timed only {len(stamps)} step(s) in {limit_min * 60:.0f} s: the budget "
-            "is too short for this config on this machine; raise --minutes"
-        )
-    step_s = statistics.median(cfg.data.batch_size / ips for _, ips in timed)
-    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(timed)]
-    return Calibration(
-        step_s=step_s,
-        log_s=max(0.0, statistics.median(gaps) - step_s),
-        startup_s=max(0.0, stamps[0][0] - t0 - step_s),
-        checkpoint_s=max(0.0, t1 - stamps[-1][0]),
-        seconds=t1 - t0,
-        steps=len(stamps),
-    )
-
-
-def plan_steps(cal: Calibration, seconds: float, *, log_every: int, ipe: int) -> int:
-    """How many steps fit in ``seconds``: start-up, steps, records, a checkpoint per epoch."""
-    per_step = cal.step_s + cal.log_s / log_every + cal.checkpoint_s / ipe
-    usable = PLAN_MARGIN * seconds - cal.startup_s - cal.checkpoint_s
-    return max(0, math.floor(usable / per_step))
-
-
-def budget_config(cfg: Config, steps: int, ipe: int, *, folder: Path, limit_min: float) -> Config:
-    """``cfg`` with schedules spanning exactly ``steps`` steps and a hard wall-clock stop.
-
-    ``epochs`` (an int) becomes the number of started epochs and ``ipe_scale`` scales it down to
-    ``steps``; the warm-up keeps the config's fraction of the schedule.
-    """
-    o = cfg.optimization
-    epochs = max(1, math.ceil(steps / ipe))
-    ipe_scale = (steps + 0.5) / (epochs * ipe)  # int(epochs * ipe_scale * ipe) == steps
-    warmup = (o.warmup / o.epochs) * steps / ipe
-    out = apply_overrides(
-        cfg,
-        [
-            f"logging.folder={folder}",
-            f"optimization.epochs={epochs}",
-            f"optimization.ipe_scale={ipe_scale!r}",
-            f"optimization.warmup={warmup!r}",
-            f"optimization.time_limit_min={limit_min!r}",
-            "optimization.max_steps=",
-        ],
-    )
-    validate(out)
-    return out
 
 
 # ----------------------------------------------------------------------------- evaluation

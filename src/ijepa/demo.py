@@ -12,11 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ijepa.config import Config, dataset_spec
+from ijepa.config import Config, apply_overrides, dataset_spec
 from ijepa.data import load_imageset
 from ijepa.diagnostics import collapse_message, collapse_summary
 from ijepa.evaluate import quick_probe, raw_probe
 from ijepa.models import build_encoder
+from ijepa.train.budget import BudgetError, budget_config, calibrate, plan_steps
 from ijepa.train.local_launch import launch_local
 from ijepa.train.loop import train
 from ijepa.viz.curves import read_metrics
@@ -46,6 +47,51 @@ def _train(
     run = load_run(run_dir)
     history = read_metrics(Path(run_dir) / "metrics.jsonl")
     return run.models.target_encoder, run.model_args, run.step, run_dir, history
+
+
+def plan_for_budget(
+    cfg: Config, *, procs: int, minutes: float, max_epochs: float, limit_min: float | None
+) -> tuple[Config, dict[str, Any]]:
+    """Fit the demo's schedule to ``minutes`` of pretraining on this machine.
+
+    A 12-step calibration in this process times one rank's step (its share of the global batch,
+    with the rank's thread count), then the schedules are set to span as many steps as fit in
+    what is left of the budget (at most ``max_epochs`` epochs), so that a slow machine trains
+    fewer steps with a *complete* schedule instead of stopping a long one half way.
+
+    Returns:
+        The planned config, and what the plan measured (for the summary).
+    """
+    t0 = time.perf_counter()
+    spec = dataset_spec(cfg)
+    images = len(load_imageset(spec, "train"))
+    ipe = images // cfg.data.batch_size
+    if ipe < 1:
+        raise BudgetError(
+            f"{images} train images are fewer than one batch of {cfg.data.batch_size}"
+        )
+    rank_cfg = apply_overrides(cfg, [f"data.batch_size={cfg.data.batch_size // procs}"])
+    threads = torch.get_num_threads()
+    if procs > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // procs))
+    try:
+        cal = calibrate(rank_cfg, 12, limit_min=minutes / 2)
+    finally:
+        torch.set_num_threads(threads)
+    left = 60.0 * minutes - (time.perf_counter() - t0)
+    fit = plan_steps(cal, left, log_every=cfg.logging.log_every, ipe=ipe)
+    steps = min(fit, int(max_epochs * ipe))
+    if steps < 1:
+        raise BudgetError(
+            f"--minutes {minutes:g} leaves no time for a training step on this machine "
+            f"(calibration took {cal.seconds:.0f} s); give more minutes"
+        )
+    planned = budget_config(cfg, steps, ipe, folder=cfg.logging.folder, limit_min=limit_min)
+    logger.info(
+        "demo budget: %.1f min; a step takes %.3f s here, so %d steps (%.1f epochs) are planned",
+        minutes, cal.step_s, steps, steps / ipe,
+    )  # fmt: skip
+    return planned, {"step_s": round(cal.step_s, 4), "planned_steps": steps}
 
 
 def run_demo(

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ijepa.data import ImageSet
+from ijepa.train import budget
 from ijepa.train.build import schedules_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ quality = _load()
 def test_budget_config_spans_exactly_the_planned_steps(tmp_path, steps, ipe):
     cfg, _ = quality.build_config("embedded", None, [], seed=0, train_images=None, progress=False)
     warm_frac = cfg.optimization.warmup / cfg.optimization.epochs
-    out = quality.budget_config(cfg, steps, ipe, folder=tmp_path, limit_min=2.5)
+    out = budget.budget_config(cfg, steps, ipe, folder=tmp_path, limit_min=2.5)
     o = out.optimization
     sched = schedules_for(out, ipe)  # the loop's own schedules
     assert sched.total_steps == steps
@@ -51,15 +52,15 @@ def test_budget_config_spans_exactly_the_planned_steps(tmp_path, steps, ipe):
 
 
 def test_plan_steps_fits_the_measured_costs():
-    cal = quality.Calibration(
+    cal = budget.Calibration(
         step_s=0.2, log_s=0.1, startup_s=2.0, checkpoint_s=0.5, seconds=5.0, steps=12
     )
-    n = quality.plan_steps(cal, 100.0, log_every=10, ipe=50)
+    n = budget.plan_steps(cal, 100.0, log_every=10, ipe=50)
     per_step = 0.2 + 0.1 / 10 + 0.5 / 50
-    assert n == int((quality.PLAN_MARGIN * 100.0 - 2.0 - 0.5) / per_step)
+    assert n == int((budget.PLAN_MARGIN * 100.0 - 2.0 - 0.5) / per_step)
     predicted = 2.0 + 0.5 + n * per_step  # the most steps that fit in the planned share
-    assert predicted <= quality.PLAN_MARGIN * 100.0 < predicted + per_step
-    assert quality.plan_steps(cal, 1.0, log_every=10, ipe=50) == 0  # start-up alone is longer
+    assert predicted <= budget.PLAN_MARGIN * 100.0 < predicted + per_step
+    assert budget.plan_steps(cal, 1.0, log_every=10, ipe=50) == 0  # start-up alone is longer
 
 
 def test_lowshot_check_needs_two_labels_per_class():

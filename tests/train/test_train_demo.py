@@ -13,7 +13,7 @@ from ijepa.recipes import preset
 def _tiny_demo(out, procs: int) -> int:
     """``ijepa demo`` on 256 embedded images, one epoch (4 steps of the global batch 64)."""
     args = ["demo", "--out", str(out), "--no-report", "--procs", str(procs)]
-    return cli_main([*args, "data.dataset=embedded:256", "optimization.epochs=1",
+    return cli_main([*args, "--epochs", "1", "data.dataset=embedded:256",
                      "logging.progress=false"])  # fmt: skip
 
 
@@ -39,7 +39,21 @@ def test_demo_prints_the_comparison_and_saves_it(tmp_path, capsys):
     saved = json.loads((out / "demo_results.json").read_text())
     assert saved["knn_trained"] == summary["knn_trained"]
     assert (out / "jepa-latest.pth.tar").is_file()
-    assert "time_limit_min: 6.5" in (out / "config.yaml").read_text()  # --max-minutes default
+    assert "time_limit_min: 6.5" in (out / "config.yaml").read_text()  # the --epochs hard stop
+
+
+def test_demo_plans_its_schedule_for_the_budget(tmp_path, capsys):
+    """Without --epochs the demo times a step here and plans a complete schedule that fits."""
+    out = tmp_path / "planned"
+    code = cli_main(["demo", "--out", str(out), "--no-report", "--procs", "1", "--minutes",
+                     "0.4", "data.dataset=embedded:256", "logging.progress=false"])  # fmt: skip
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step_s"] > 0
+    assert 1 <= summary["planned_steps"] <= 20 * 4  # at most 20 epochs of 4 steps
+    assert summary["steps"] == summary["planned_steps"]  # the schedule ran to its end
+    saved = (out / "config.yaml").read_text()
+    assert "ipe_scale" in saved and "time_limit_min: 0.48" in saved  # 1.2 x --minutes
 
 
 def test_small_cpu_preset_trains_with_its_regulariser_and_multi_block_targets(tmp_path):
