@@ -47,7 +47,7 @@ from ijepa.config import Config, apply_overrides, dataset_spec, validate
 from ijepa.data import ImageSet, load_imageset, parse_spec
 from ijepa.diagnostics import collapse_message, collapse_summary
 from ijepa.eval import knn_classify, linear_probe, lowshot_eval
-from ijepa.evaluate import features_of, pixel_features
+from ijepa.eval.images import features_of, pixel_features
 from ijepa.hardware import cpu_name
 from ijepa.models import build_encoder
 from ijepa.recipes import PRESETS, preset
@@ -442,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         record = run(args)
-    except user_errors() as err:
+    except (*user_errors(), QualityError) as err:
         logger.debug("details", exc_info=True)
         message = " ".join(str(err).split())
         print(f"quality.py: error: {message}", file=sys.stderr)

@@ -80,7 +80,7 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
     import quality  # the budget planning, the probes and the raw-pixel features
 
     from ijepa.diagnostics import collapse_summary
-    from ijepa.evaluate import features_of
+    from ijepa.eval.images import features_of
     from ijepa.models import build_encoder
     from ijepa.train.loop import train
 

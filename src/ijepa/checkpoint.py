@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import pickletools
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,10 @@ FORMAT_VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or read; the message names the file and the reason."""
+
+
+class CheckpointNotFoundError(CheckpointError):
+    """The checkpoint file (or the run folder that should hold one) does not exist."""
 
 
 def latest_path(folder: str | Path, tag: str = "jepa") -> Path:
@@ -120,29 +125,137 @@ def keep_copy(src: str | Path, dst: str | Path) -> None:
         save_checkpoint(load_checkpoint(src), dst)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _unpickler_detail(err: BaseException) -> str:
+    """The informative line of torch's long ``weights_only`` message (what it refused, and why)."""
+    lines = [x.strip() for x in str(err).replace("WeightsUnpickler error:", "\n").splitlines()]
+    lines = [x for x in lines if x]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line
+    return lines[0] if lines else type(err).__name__
+
+
+def _pickle_globals(path: Path, limit: int = 64 << 20) -> list[str] | None:
+    """The globals (classes, functions) a plain pickle file names, read without running it.
+
+    ``pickletools`` walks the opcodes; nothing is imported or called. None when the file is no
+    readable pickle (or is larger than ``limit`` bytes).
+    """
+    if path.stat().st_size > limit:
+        return None
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(path.read_bytes()):
+            if isinstance(arg, str):
+                strings.append(arg)
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL":
+                found.append(".".join(strings[-2:]))
+    except (ValueError, EOFError, IndexError):  # not a pickle, or cut short
+        return None
+    return found
+
+
+def _needs_code(err: BaseException) -> bool:
+    """Whether torch refused the pickle because it names a global (a class or a function)."""
+    return isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err)
+
+
+def _read_error(path: Path, err: BaseException) -> CheckpointError:
+    """What failed when ``torch.load`` could not read ``path``, as a :class:`CheckpointError`.
+
+    The file is looked at, not only the exception type: a zip archive without its end record
+    was cut short; a file that is no zip archive at all is not a (current) torch checkpoint;
+    pickled data that names a global is refused as possible code; a damaged archive member, or
+    an exception whose cause we cannot tell, is reported with torch's own words.
+    """
+    if _needs_code(err):
+        return CheckpointError(
+            f"refusing to load {path}: it needs arbitrary unpickling (it may carry code), "
+            f"which is never executed. Details: {_unpickler_detail(err)}"
+        )
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as os_err:  # permissions, I/O: the file itself cannot be read
+        return CheckpointError(f"cannot read checkpoint {path}: {os_err.strerror or os_err}")
+    if head == _ZIP_MAGIC and not zipfile.is_zipfile(path):
+        return CheckpointError(
+            f"checkpoint {path} is truncated or corrupt: a zip archive ({size} bytes) without "
+            "its end record, so it was cut short"
+        )
+    if head[:1] == b"\x80" and head != _ZIP_MAGIC:  # a plain pickle (protocol 2+), no zip archive
+        names = _pickle_globals(path)
+        if names:
+            return CheckpointError(
+                f"refusing to load {path}: a plain pickle that names {', '.join(names[:3])} "
+                "and so needs arbitrary unpickling (it may carry code), which is never executed"
+            )
+    if head != _ZIP_MAGIC:
+        detail = (
+            _unpickler_detail(err) if isinstance(err, pickle.UnpicklingError) else _first_line(err)
+        )
+        return CheckpointError(
+            f"checkpoint {path} is truncated or corrupt: not a torch zip archive (it starts with "
+            f"{head!r}, {size} bytes; torch.load said {type(err).__name__}: {detail})"
+        )
+    if isinstance(err, RuntimeError) and "PytorchStreamReader" in str(err):
+        return CheckpointError(
+            f"checkpoint {path} is truncated or corrupt: a damaged zip archive member "
+            f"({_first_line(err)})"
+        )
+    if isinstance(err, pickle.UnpicklingError):
+        return CheckpointError(
+            f"checkpoint {path} is truncated or corrupt: its pickled data is unreadable "
+            f"({_unpickler_detail(err)})"
+        )
+    if isinstance(err, OSError):
+        return CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}")
+    return CheckpointError(
+        f"could not load checkpoint {path}: torch.load raised {type(err).__name__}: "
+        f"{_first_line(err)}"
+    )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``) with clear errors.
 
     Raises:
-        CheckpointError: missing, empty, truncated or corrupt file, or one that carries pickled
-            code (which is never executed).
+        CheckpointNotFoundError: no such file.
+        CheckpointError: empty, cut short, damaged or not a checkpoint, unreadable (permissions,
+            I/O), or carrying pickled code (never executed); the message says which.
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"refusing to load {path}: it needs arbitrary unpickling (it may carry code), "
-            f"which is never executed. Details: {str(err).splitlines()[0]}"
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError) as err:
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt: {str(err).splitlines()[0]}"
-        ) from err
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        ValueError,
+        IndexError,
+        KeyError,
+    ) as err:
+        # torch.load reports a bad file with any of these; _read_error looks at the file to say
+        # which failure it was (a bug elsewhere cannot raise here: only torch.load is inside)
+        raise _read_error(path, err) from err
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     return state

@@ -12,16 +12,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from ijepa.checkpoint import latest_path, load_checkpoint, load_module_state
 from ijepa.config import Config, apply_overrides, dataset_spec
 from ijepa.data import load_imageset
 from ijepa.diagnostics import collapse_message, collapse_summary
-from ijepa.evaluate import quick_probe, raw_probe
+from ijepa.eval.images import quick_probe, raw_probe
 from ijepa.models import build_encoder
 from ijepa.train.budget import BudgetError, budget_config, calibrate, plan_steps
 from ijepa.train.local_launch import launch_local
 from ijepa.train.loop import train
 from ijepa.viz.curves import read_metrics
-from ijepa.viz.runs import load_run
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,12 @@ def _train(
             result.history,
         )
     run_dir = launch_local(cfg, procs, threads=max(1, (os.cpu_count() or 1) // procs))
-    run = load_run(run_dir)
+    path = latest_path(run_dir, cfg.logging.write_tag)
+    state = load_checkpoint(path)  # what the ranks left: read back as any checkpoint is
+    target = build_encoder(state["model_args"], attn_impl=cfg.meta.attn_impl)
+    load_module_state(target, state["target_encoder"], f"{path} [target_encoder]")
     history = read_metrics(Path(run_dir) / "metrics.jsonl")
-    return run.models.target_encoder, run.model_args, run.step, run_dir, history
+    return target, state["model_args"], int(state["step"]), run_dir, history
 
 
 def plan_for_budget(
@@ -103,7 +106,7 @@ def run_demo(
         cfg: the run's config (the ``demo`` preset and overrides).
         procs: training processes; above 1, :func:`ijepa.train.local_launch.launch_local` splits
             the same global batch over that many 1-thread ranks (faster on a small CPU).
-        readouts: how frozen features are read (see :data:`ijepa.evaluate.READOUTS`); the
+        readouts: how frozen features are read (see :data:`ijepa.eval.images.READOUTS`); the
             first is the headline (flat ``knn_*``/``linear_*`` keys), every one is reported
             under ``"readouts"`` for the trained and the random-init encoder alike.
 

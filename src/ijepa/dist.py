@@ -25,6 +25,8 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 
+from ijepa.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 #: Substrings of backend errors that mean a collective or the connection to a peer failed.
@@ -90,9 +92,9 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:  # an unknown device type
-        raise ValueError(f"meta.device must be auto, cpu, cuda or cuda:N; got {name!r}") from err
+        raise ConfigError(f"meta.device must be auto, cpu, cuda or cuda:N; got {name!r}") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' was requested but CUDA is not available")
+        raise ConfigError(f"meta.device={name!r} was requested but CUDA is not available")
     return device
 
 

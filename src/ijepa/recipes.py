@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ijepa.config import Config
+from ijepa.config import Config, ConfigError
 
 
 def _demo() -> Config:
@@ -112,5 +112,5 @@ PRESETS: dict[str, Callable[[], Config]] = {"demo": _demo, "small-cpu": _small_c
 def preset(name: str) -> Config:
     """A fresh copy of a named preset."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]()

@@ -45,7 +45,7 @@ TRACKERS: dict[str, str] = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
 def _config_error(message: str) -> Exception:
-    from ijepa.config import ConfigError
+    from ijepa.errors import ConfigError
 
     return ConfigError(message)
 

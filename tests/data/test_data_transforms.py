@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from ijepa.data import (
     sample_crop_boxes,
     train_transform_batch,
 )
-from ijepa.data.transforms import normalize_batch
+from ijepa.data.transforms import eval_resize, normalize_batch
 
 MEAN3, STD3 = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 
@@ -161,7 +162,8 @@ def test_eval_transform_batch() -> None:
     x = _images(3, 3, 40, 30)
     y = eval_transform_batch(x, 24, mean=MEAN3, std=STD3)
     assert y.shape == (3, 3, 24, 24) and y.dtype == torch.float32
-    same = eval_transform_batch(_images(2, 1, 28, 28), 28, mean=(0.5,), std=(0.5,))
+    # crop_pct=1 on an image of the eval size: normalisation only
+    same = eval_transform_batch(_images(2, 1, 28, 28), 28, mean=(0.5,), std=(0.5,), crop_pct=1.0)
     torch.testing.assert_close(same, normalize_batch(_images(2, 1, 28, 28), (0.5,), (0.5,)))
     # A constant image stays constant (normalised value) after resize and crop.
     flat = torch.full((1, 3, 50, 70), 128, dtype=torch.uint8)
@@ -189,3 +191,39 @@ def test_official_pipelines_on_pil_and_tensor() -> None:
         atol=1e-4,
         rtol=1e-4,
     )
+
+
+def test_eval_resize_follows_timm_crop_pct() -> None:
+    # the official evaluation: 224 crops of images whose shorter side is resized to 256
+    assert eval_resize(300, 400, (224, 224), 0.875) == (256, 341)
+    assert eval_resize(400, 300, (224, 224), 0.875) == (341, 256)
+    assert eval_resize(28, 28, (28, 28), 0.875) == (32, 32)  # floor(28 / 0.875)
+    assert eval_resize(50, 70, (32, 32), 1.0) == (32, 44)
+    with pytest.raises(ValueError, match="crop_pct"):
+        eval_resize(8, 8, (8, 8), 0.0)
+
+
+def test_eval_transform_centre_crops_the_resized_image() -> None:
+    # a 32x32 image with a bright 28x28 centre: resized to 32 (no change) and cropped to 28 it is
+    # all bright; a 1-pixel frame survives only with crop_pct=1 (resize to 28, crop nothing)
+    x = torch.zeros(1, 1, 32, 32, dtype=torch.uint8)
+    x[..., 2:30, 2:30] = 255
+    out = eval_transform_batch(x, 28, mean=(0.0,), std=(1.0,), crop_pct=0.875)
+    assert out.shape == (1, 1, 28, 28) and bool((out == 1.0).all())
+    whole = eval_transform_batch(x, 28, mean=(0.0,), std=(1.0,), crop_pct=1.0)
+    assert float(whole[0, 0, 0, 0]) < 0.5 < float(whole[0, 0, 14, 14])
+
+
+def test_one_eval_transform_for_files_tensors_and_exports() -> None:
+    from ijepa.compat import build_transform
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (45, 60, 3), dtype=np.uint8)
+    pil = Image.fromarray(arr)
+    batch = torch.from_numpy(arr).permute(2, 0, 1)[None]
+    ref = eval_transform_batch(batch, 32, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    for tf in (eval_transform(32), eval_transform(32, in_chans=3), build_transform(32, 3)):
+        torch.testing.assert_close(tf(pil), ref[0])  # the same pixels, exactly
+        torch.testing.assert_close(tf(batch[0]), ref[0])
+    grey = eval_transform(32, mean=(0.5,), std=(0.5,), in_chans=1)(pil)
+    assert grey.shape == (1, 32, 32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,8 +21,6 @@ from pathlib import Path
 import torch
 
 from ijepa.recipes import TINY_OVERRIDES
-from ijepa.train.local_launch import free_port
-from ijepa.train.local_launch import rank_env as local_rank_env
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -35,10 +34,31 @@ TINY = [
 ]
 
 
+def free_port() -> int:
+    """A local TCP port that was free a moment ago, for these tests' own rendezvous.
+
+    Another program may take it before rank 0 binds it (the library's launcher,
+    :func:`ijepa.train.local_launch.launch_local`, leaves the port to torch's store instead);
+    here the ranks are started by hand so that a test can kill or stall one of them.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
     """The environment of one rank, as torchrun would set it (one thread per rank), with the
-    repository's ``src`` on ``PYTHONPATH``."""
-    env = local_rank_env(rank, world, port, threads=1)
+    repository's ``src`` on ``PYTHONPATH``; SLURM and torchelastic variables dropped."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC"))}
+    env.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
     return env
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ijepa.masks import MaskCollator, MultiBlockMaskGenerator, make_generator
+from ijepa.masks import MaskCollator, MultiBlockMaskGenerator, make_generator, step_masks
 
 
 class _Images(Dataset[tuple[torch.Tensor, int]]):
@@ -26,16 +26,31 @@ def _gen() -> MultiBlockMaskGenerator:
 
 def test_collates_and_matches_make_generator() -> None:
     gen = _gen()
-    col = MaskCollator(gen, seed=3, rank=1)
+    col = MaskCollator(gen, seed=3)
     samples = [_Images(5)[i] for i in range(5)]
     (images, labels), enc, pred = col(samples)
     assert images.shape == (5, 3, 8, 8) and labels.tolist() == [0, 1, 2, 3, 4]
     assert enc.shape[:2] == (1, 5) and pred.shape[:2] == (4, 5)
-    ref_enc, ref_pred = gen(5, make_generator(3, 0, 1))
+    ref_enc, ref_pred = gen(5, make_generator(3, 0))
     assert torch.equal(enc, ref_enc) and torch.equal(pred, ref_pred)
     assert col.step == 1
     _, enc2, _ = col(samples)
-    assert torch.equal(enc2, gen(5, make_generator(3, 1, 1))[0])
+    assert torch.equal(enc2, gen(5, make_generator(3, 1))[0])
+
+
+def test_ranks_take_their_columns_of_the_global_batch() -> None:
+    """The one seeding rule: two ranks' masks are the columns of one process's global batch."""
+    gen = _gen()
+    samples = [_Images(5)[i] for i in range(5)]
+    ranks = [MaskCollator(gen, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for step in range(3):
+        (_, e0, p0), (_, e1, p1) = (col(samples) for col in ranks)
+        ref_enc, ref_pred = gen(10, make_generator(3, step))
+        assert torch.equal(torch.cat([e0, e1], dim=1), ref_enc)
+        assert torch.equal(torch.cat([p0, p1], dim=1), ref_pred)
+        assert torch.equal(e1, step_masks(gen, 3, step, 5, rank=1, world_size=2)[0])
+    with pytest.raises(ValueError, match="rank 2 is not in"):
+        MaskCollator(gen, seed=0, rank=2, world_size=2)
 
 
 def test_state_round_trip_resumes_sequence() -> None:
@@ -55,7 +70,7 @@ def test_state_round_trip_resumes_sequence() -> None:
 
 
 def test_load_state_checks_seed_and_step() -> None:
-    col = MaskCollator(_gen(), seed=0, rank=2)
+    col = MaskCollator(_gen(), seed=0, rank=2, world_size=4)
     col.load_state_dict({"step": 7, "seed": 0, "rank": 0})  # another rank's state is fine
     assert col.step == 7
     with pytest.raises(ValueError, match="seed"):

@@ -88,3 +88,31 @@ def test_rng_round_trip():
     a = torch.rand(3)
     ckpt.set_rng_state(state)
     assert torch.equal(torch.rand(3), a)
+
+
+def test_read_errors_say_what_failed(tmp_path, monkeypatch):
+    good = tmp_path / "good.pth.tar"
+    ckpt.save_checkpoint({"w": torch.randn(1000)}, good)
+    data = good.read_bytes()
+    cases = {
+        "cut.pth.tar": (data[: len(data) // 2], "without its end record, so it was cut short"),
+        "text.pth.tar": (b"hello world\n" * 10, "not a torch zip archive (it starts with b'hell'"),
+        "noise.pth.tar": (bytes(range(256)) * 8, "not a torch zip archive"),
+    }
+    for name, (content, expected) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ckpt.CheckpointError, match="truncated or corrupt") as info:
+            ckpt.load_checkpoint(tmp_path / name)
+        assert expected in str(info.value), (name, str(info.value))
+    with pytest.raises(ckpt.CheckpointNotFoundError, match="not found"):
+        ckpt.load_checkpoint(tmp_path / "missing.pth.tar")
+
+    # an error of torch.load on an intact file is named as it is, not called corruption
+    def refuse(*args, **kwargs):
+        raise ValueError("an unsupported map_location")
+
+    monkeypatch.setattr(ckpt.torch, "load", refuse)
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load_checkpoint(good)
+    assert "corrupt" not in str(info.value)
+    assert "torch.load raised ValueError: an unsupported map_location" in str(info.value)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ijepa.errors import UsageError
 from ijepa.viz.curves import read_metrics, save_curves_figure
 from ijepa.viz.embeddings import embed_2d, save_embedding_figure
 
@@ -87,7 +88,7 @@ def test_curves_errors(tmp_path: Path) -> None:
     bad.write_text('{"step": 1, "loss": 1}\n{oops\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
         read_metrics(bad)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UsageError, match="metrics file not found"):
         read_metrics(tmp_path / "missing.jsonl")
     with pytest.raises(ValueError, match="no plottable"):
         save_curves_figure([{"step": 1, "img_per_s": 3.0}], tmp_path / "x.png")

@@ -34,6 +34,46 @@ def test_frequency_matches_the_sampled_masks() -> None:
     assert float((freq.context + freq.target).max()) <= 1.0 + 1e-6
 
 
+def test_viz_draws_the_masks_training_used_at_each_step(tmp_path, monkeypatch) -> None:
+    """The one seeding rule: viz.runs.training_masks(cfg, step) == what training's step drew."""
+    from ijepa.config import Config, apply_overrides
+    from ijepa.recipes import TINY_OVERRIDES
+    from ijepa.train import setup
+    from ijepa.train.build import build_mask_generator
+    from ijepa.train.loop import train
+    from ijepa.viz.runs import read_run_config, training_masks
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real_step = setup.train_step
+
+    def spy(models, optimizer, images, masks_enc, masks_pred, **kw):
+        seen.append((masks_enc.clone(), masks_pred.clone()))
+        return real_step(models, optimizer, images, masks_enc, masks_pred, **kw)
+
+    monkeypatch.setattr(setup, "train_step", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    overrides = [*TINY_OVERRIDES, "data.batch_size=8", "meta.seed=7", "optimization.max_steps=5"]
+    try:
+        train(apply_overrides(Config(), [*overrides, f"logging.folder={run}"]))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(seen) == 5
+    cfg = read_run_config(run)  # what a viz command reads back from the run folder
+    assert cfg is not None
+    for step, (enc, pred) in enumerate(seen):
+        v_enc, v_pred = training_masks(cfg, step)
+        assert torch.equal(v_enc, enc) and torch.equal(v_pred, pred), step
+    # and the frequency map of a batch as large as the run's batch counts exactly those masks
+    freq = mask_frequency(build_mask_generator(cfg), num_batches=5, batch_size=8, seed=7)
+    ctx = torch.zeros(freq.context.numel())
+    for enc, _ in seen:
+        for b in range(8):
+            ctx[enc[0, b]] += 1
+    assert torch.allclose(freq.context.flatten(), ctx / 40)
+
+
 def test_official_sampler_never_uses_last_row_and_column_default_does() -> None:
     # the spec's flaw 3/6: the exclusive corner bound leaves the last row and column unused
     official = mask_frequency(_gen("official"), num_batches=30, batch_size=8)

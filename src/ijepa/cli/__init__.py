@@ -1,8 +1,9 @@
 """The ``ijepa`` command line: parse, build the config, configure logging, call the library.
 
 Each subcommand lives in its own module exposing ``register(subparsers)``; the handler it sets
-(``func``) returns a process exit code. Known user errors (config, data, checkpoint) end with one
-clear line on stderr and exit code 2, never a traceback.
+(``func``) returns a process exit code. The project's own errors (config, data, checkpoint, ...:
+:func:`user_errors`) end with one clear line on stderr and exit code 2; any other exception is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -22,12 +23,19 @@ logger = logging.getLogger("ijepa")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input, reported as one line rather than a traceback."""
+    """The project's own error types: bad input or a failed run, reported as one line.
+
+    Only these: an internal error (a bare ``ValueError`` or ``KeyError`` from a bug) keeps its
+    traceback and exit code 1.
+    """
     from ijepa.checkpoint import CheckpointError
     from ijepa.config import ConfigError
     from ijepa.data import DataSpecError
     from ijepa.dist import DistributedError
+    from ijepa.errors import UsageError
+    from ijepa.eval.cache import StaleFeatureCacheError
     from ijepa.masks import MaskSamplingError
+    from ijepa.search.index import SearchError
     from ijepa.train.batches import DataLoaderError
     from ijepa.train.guards import TrainingDiverged
     from ijepa.train.local_launch import LaunchError
@@ -41,8 +49,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
         TrainingDiverged,
         DistributedError,
         LaunchError,
-        FileNotFoundError,
-        ValueError,
+        StaleFeatureCacheError,
+        SearchError,
+        UsageError,
     )
 
 

@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ijepa.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 
@@ -99,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _load(args: argparse.Namespace) -> tuple[Any, Any, int]:
     from ijepa.compat import read_encoder
     from ijepa.dist import resolve_device
-    from ijepa.evaluate import encoder_input_size
+    from ijepa.eval.images import encoder_input_size
 
     device = resolve_device(args.device)
     encoder, meta = read_encoder(args.checkpoint, which=args.encoder, device=str(device))
@@ -122,7 +124,7 @@ def run_embed(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from ijepa.data import load_imageset
-    from ijepa.evaluate import features_of
+    from ijepa.eval.images import features_of
 
     encoder, meta, size = _load(args)
     data = load_imageset(args.data, args.split)
@@ -147,7 +149,7 @@ def run_embed(args: argparse.Namespace) -> int:
         np.save(out, x.numpy())
         np.save(out.with_suffix(".labels.npy"), y.numpy())
     else:
-        raise FileNotFoundError(f"--out must end in .npy or .safetensors, got {out}")
+        raise UsageError(f"--out must end in .npy or .safetensors, got {out}")
     print(f"wrote {tuple(x.shape)} features of {len(data)} images to {out}")
     return 0
 
@@ -155,7 +157,7 @@ def run_embed(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``ijepa eval PROTOCOL``."""
     from ijepa.data import load_imageset
-    from ijepa.evaluate import feature_cache, features_of, poolings_for, run_protocol
+    from ijepa.eval.images import feature_cache, features_of, poolings_for, run_protocol
 
     baselines = _baselines(args.baselines)
     encoder, meta, size = _load(args)
@@ -254,7 +256,7 @@ def _baseline_features(
     """Train and test features of one baseline, with the entries the protocol reads."""
     import torch
 
-    from ijepa.evaluate import encoder_input_size, features_of, pixel_features
+    from ijepa.eval.images import encoder_input_size, features_of, pixel_features
     from ijepa.models import build_encoder
 
     if kind == "raw":

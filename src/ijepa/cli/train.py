@@ -91,8 +91,12 @@ def _config(args: argparse.Namespace) -> Config:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``ijepa train``."""
+    from ijepa.dist import dist_info_from_env
     from ijepa.train.loop import train
 
+    if dist_info_from_env().rank > 0 and not args.verbose:
+        # one rank speaks for a multi-process job: the others log warnings and errors only
+        logging.getLogger("ijepa").setLevel(logging.WARNING)
     cfg = _config(args)
     result = train(cfg)
     logger.info("finished at step %d; run folder %s", result.step, result.run_dir)

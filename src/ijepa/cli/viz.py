@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ijepa.errors import UsageError
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -175,7 +177,7 @@ def run_masks(args: argparse.Namespace) -> int:
     patch = args.patch_size or (cfg.mask.patch_size if cfg else 16)
     try:
         if img % patch:
-            raise ValueError(f"--img-size {img} is not divisible by --patch-size {patch}")
+            raise UsageError(f"--img-size {img} is not divisible by --patch-size {patch}")
         grid = (img // patch, img // patch)
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         gens = mask_generators(cfg, grid, tuple(modes))
@@ -193,7 +195,7 @@ def run_masks(args: argparse.Namespace) -> int:
             num_batches=args.batches,
             batch_size=args.batch_size,
         )
-    except ValueError as err:
+    except UsageError as err:
         return _error("viz masks", err)
     for name, f in freqs.items():
         print(f"{name}: {f.unused} of {grid[0] * grid[1]} patches never used in {f.images} images")
@@ -209,7 +211,7 @@ def run_attention(args: argparse.Namespace) -> int:
     try:
         _, encoder, samples = _load(args, args.image_index + 1)
         if args.image_index >= samples.images.shape[0]:
-            raise ValueError(
+            raise UsageError(
                 f"--image-index {args.image_index}: only {samples.images.shape[0]} images"
             )
         image = samples.images[args.image_index]
@@ -231,7 +233,7 @@ def run_attention(args: argparse.Namespace) -> int:
             mean=samples.mean,
             std=samples.std,
         )
-    except ValueError as err:
+    except UsageError as err:
         return _error("viz attention", err)
     print(out)
     return 0
@@ -246,7 +248,7 @@ def run_features(args: argparse.Namespace) -> int:
         feature_pca_figure(
             encoder, samples.images, _out(args, "features"), mean=samples.mean, std=samples.std
         )
-    except ValueError as err:
+    except UsageError as err:
         return _error("viz features", err)
     print(_out(args, "features"))
     return 0
@@ -270,7 +272,7 @@ def run_embeddings(args: argparse.Namespace) -> int:
         )
         rank = effective_rank(pooled)
         corr = correlation_dimension(pooled) if pooled.shape[0] >= 10 else float("nan")
-    except ValueError as err:
+    except UsageError as err:
         return _error("viz embeddings", err)
     print(f"{pooled.shape[0]} images: effective rank {rank:.2f}, correlation dimension {corr:.2f}")
     print(_out(args, "embeddings"))
@@ -288,7 +290,7 @@ def run_curves(args: argparse.Namespace) -> int:
         drawn = save_curves_figure(
             records, _out(args, "curves"), title=f"training curves: {metrics.parent.name}"
         )
-    except ValueError as err:
+    except UsageError as err:
         return _error("viz curves", err)
     print(f"{len(records)} records; drawn: {', '.join(drawn)}")
     print(_out(args, "curves"))
@@ -297,7 +299,7 @@ def run_curves(args: argparse.Namespace) -> int:
 
 def run_predictor(args: argparse.Namespace) -> int:
     """Handler of ``ijepa viz predictor``."""
-    from ijepa.masks import make_generator
+    from ijepa.masks import step_masks
     from ijepa.train.build import build_mask_generator
     from ijepa.viz.predictor_decoder import decode_predictions, save_predictor_figure, train_decoder
     from ijepa.viz.runs import run_dataset_spec, sample_images
@@ -312,7 +314,7 @@ def run_predictor(args: argparse.Namespace) -> int:
             run.models.target_encoder, train.images, steps=args.steps, seed=args.seed
         )
         gen = build_mask_generator(run.config, (size // p, size // p))
-        masks_enc, masks_pred = gen(samples.images.shape[0], make_generator(args.seed, 0))
+        masks_enc, masks_pred = step_masks(gen, args.seed, 0, samples.images.shape[0])
         m = run.models
         pics = decode_predictions(
             m.encoder,
@@ -326,7 +328,7 @@ def run_predictor(args: argparse.Namespace) -> int:
         out = save_predictor_figure(
             pics, _out(args, "predictor"), patch_size=p, mean=samples.mean, std=samples.std
         )
-    except ValueError as err:
+    except UsageError as err:
         return _error("viz predictor", err)
     print(
         f"decoder train MSE {fit.train_mse:.4f} (pixel variance {fit.pixel_var:.4f}); target-patch "
@@ -353,7 +355,7 @@ def run_report(args: argparse.Namespace) -> int:
             mask_batches=args.mask_batches,
             seed=args.seed,
         )
-    except ValueError as err:
+    except UsageError as err:
         return _error("report", err)
     print(out)
     return 0

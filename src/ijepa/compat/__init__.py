@@ -1,8 +1,9 @@
 """Interoperability: official checkpoints, transformers, timm and safetensors, both ways.
 
-* :func:`load_encoder` reads any supported file into a ready encoder plus its preprocessing;
+* :func:`load_encoder` (:mod:`~ijepa.compat.formats`) reads any supported file into a ready
+  encoder plus its preprocessing;
 * :mod:`~ijepa.compat.official`: the official ``.pth.tar`` layout (``to_official``/``from_official``);
-* :mod:`~ijepa.compat.hf`: transformers ``IJepaModel`` folders (``save_hf``/``load_hf``);
+* :mod:`~ijepa.compat.transformers`: transformers ``IJepaModel`` folders (``save_hf``/``load_hf``);
 * :mod:`~ijepa.compat.timm`: timm ``*_gap`` ViT weights (``save_timm``/``load_timm``);
 * :mod:`~ijepa.compat.safetensors_io`: safetensors with our metadata.
 
@@ -10,8 +11,7 @@ Neither transformers nor timm is needed to write or read their formats.
 """
 
 from ijepa.compat.arch import ConversionError, EncoderMeta, encoder_model_args, infer_model_args
-from ijepa.compat.hf import load_hf, save_hf
-from ijepa.compat.load import (
+from ijepa.compat.formats import (
     FORMATS,
     build_transform,
     detect_format,
@@ -21,6 +21,7 @@ from ijepa.compat.load import (
 )
 from ijepa.compat.official import from_official, select_encoder, to_official
 from ijepa.compat.timm import load_timm, save_timm
+from ijepa.compat.transformers import load_hf, save_hf
 
 __all__ = [
     "FORMATS",

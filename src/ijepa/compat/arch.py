@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ijepa.checkpoint import CheckpointError, load_module_state, strip_prefix
+from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ijepa.models import (
     VIT_SIZES,
     Block,
@@ -104,6 +105,19 @@ class EncoderMeta:
             mean=tuple(float(v) for v in mean) if mean is not None else None,
             std=tuple(float(v) for v in std) if std is not None else None,
         )
+
+
+def default_stats(
+    in_chans: int, meta: EncoderMeta | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation mean/std: recorded ones, else ImageNet (3 channels) or 0.5/0.5."""
+    if meta is not None and meta.mean is not None and meta.std is not None:
+        if len(meta.mean) == in_chans and len(meta.std) == in_chans:
+            return tuple(meta.mean), tuple(meta.std)
+        logger.warning("recorded mean/std do not have %d channels; using defaults", in_chans)
+    if in_chans == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (0.5,) * in_chans, (0.5,) * in_chans
 
 
 def _count_blocks(keys: list[str], pattern: re.Pattern[str], what: str) -> int:

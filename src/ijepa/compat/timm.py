@@ -30,6 +30,7 @@ from ijepa.checkpoint import load_checkpoint
 from ijepa.compat.arch import (
     ConversionError,
     EncoderMeta,
+    default_stats,
     encoder_from_state,
     encoder_model_args,
     infer_encoder_args,
@@ -37,6 +38,7 @@ from ijepa.compat.arch import (
     require_vit,
 )
 from ijepa.compat.safetensors_io import load_tensors, read_meta, save_tensors
+from ijepa.data.transforms import DEFAULT_CROP_PCT
 from ijepa.models import Encoder, VisionTransformer
 
 __all__ = [
@@ -91,8 +93,6 @@ def timm_architecture(encoder: VisionTransformer) -> str:
 
 
 def _timm_config(encoder: VisionTransformer, meta: EncoderMeta) -> dict[str, Any]:
-    from ijepa.compat.load import DEFAULT_CROP_PCT, default_stats
-
     mean, std = default_stats(encoder.in_chans, meta)
     args = timm_model_args(encoder)
     return {

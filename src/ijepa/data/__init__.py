@@ -9,7 +9,9 @@ Knows nothing of models. Entry points:
 - :class:`ImageFolderDataset` streams image files, skipping and counting bad ones;
 - :class:`WebDatasetStream` streams WebDataset tar shards (split over ranks and workers,
   shuffled, bad samples skipped and counted); :func:`write_imagefolder_shards` writes them;
-- :func:`official_train_transform` / :func:`eval_transform` are the official per-image pipelines.
+- :func:`official_train_transform` is the official per-image training pipeline;
+  :func:`eval_transform` is :func:`eval_transform_batch` for one image (the one evaluation
+  transform, timm's ``crop_pct`` convention).
 """
 
 from ijepa.data.embedded import SHAPES, generate_scenes
@@ -21,8 +23,10 @@ from ijepa.data.shard_sets import write_imagefolder_shards
 from ijepa.data.shards import WebDatasetStream
 from ijepa.data.spec import KINDS, DataSpecError, parse_spec
 from ijepa.data.transforms import (
+    DEFAULT_CROP_PCT,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    EvalTransform,
     eval_transform,
     eval_transform_batch,
     normalize_batch,
@@ -32,11 +36,13 @@ from ijepa.data.transforms import (
 )
 
 __all__ = [
+    "DEFAULT_CROP_PCT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "KINDS",
     "SHAPES",
     "DataSpecError",
+    "EvalTransform",
     "ImageFolderDataset",
     "ImageSet",
     "SkippedFile",

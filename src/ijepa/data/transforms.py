@@ -22,8 +22,10 @@ Bilinear resampling has no anti-aliasing; when every crop in the batch is at lea
 output size, the batch is first box-filtered (area interpolation) by that integer factor, so
 strong downscaling does not alias.
 
-The torchvision pipelines (``official_train_transform``, ``eval_transform``) reproduce the
-official I-JEPA recipe for file datasets (PIL or tensor input).
+``official_train_transform`` (torchvision) is the official I-JEPA training recipe for file
+datasets (PIL or tensor input). There is one evaluation transform, :func:`eval_transform_batch`
+(bicubic resize by timm's ``crop_pct`` convention, centre crop, normalise); :func:`eval_transform`
+applies it to one image.
 """
 
 from __future__ import annotations
@@ -36,9 +38,12 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 __all__ = [
+    "DEFAULT_CROP_PCT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "EvalTransform",
     "crop_affine",
+    "eval_resize",
     "eval_transform",
     "eval_transform_batch",
     "normalize_batch",
@@ -49,6 +54,9 @@ __all__ = [
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+DEFAULT_CROP_PCT = 0.875
+"""The evaluation crop's share of the resized image: 224 of 256, as the official evaluation and
+timm's default ``crop_pct``."""
 
 _TRIES = 10  # RandomResizedCrop attempts before the centre-crop fallback
 
@@ -234,32 +242,58 @@ def train_transform_batch(
     return _normalize_255_(out, mean, std)
 
 
+def eval_resize(height: int, width: int, size: tuple[int, int], crop_pct: float) -> tuple[int, int]:
+    """The size an image of ``height x width`` is resized to before the centre crop of ``size``.
+
+    timm's ``crop_pct`` convention (and the official evaluation's 256 -> 224): the crop is
+    ``crop_pct`` of the resized image, so the target ``(floor(h / crop_pct), floor(w / crop_pct))``
+    is covered with the aspect ratio kept (for a square crop: the shorter side becomes
+    ``floor(size / crop_pct)``, the longer one is scaled and truncated, as torchvision's Resize).
+    """
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    th, tw = (math.floor(s / crop_pct) for s in size)
+    if th * width >= tw * height:  # the height is the binding side
+        return th, max(tw, int(th * width / height))
+    return max(th, int(tw * height / width)), tw
+
+
 def eval_transform_batch(
-    images: torch.Tensor, size: int, *, mean: Sequence[float], std: Sequence[float]
+    images: torch.Tensor,
+    size: int | tuple[int, int],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_pct: float = DEFAULT_CROP_PCT,
 ) -> torch.Tensor:
-    """Resize the shorter side to ``size``, centre crop ``size x size``, normalise.
+    """The evaluation transform: resize (bicubic, antialiased), centre crop ``size``, normalise.
+
+    The one evaluation preprocessing of the package (``ijepa eval``, the viz, the per-image
+    :func:`eval_transform` of files and exported encoders all end here). The resize follows
+    :func:`eval_resize` (timm's ``crop_pct``; the default 0.875 is the official evaluation's
+    resize to 256 and crop of 224); ``crop_pct=1.0`` resizes the shorter side to ``size``.
 
     Args:
         images: uint8 ``(B, C, H, W)``.
+        size: the crop side, or ``(height, width)``.
+        mean, std: per-channel normalisation, in ``[0, 1]`` units.
+        crop_pct: the crop's fraction of the resized image.
 
     Returns:
-        float32 ``(B, C, size, size)``.
+        float32 ``(B, C, height, width)``.
     """
     _check_batch(images)
+    crop = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     _, _, height, width = images.shape
-    if (height, width) == (size, size):
-        return normalize_batch(images, mean, std)
-    short = min(height, width)
-    new_h, new_w = round(height * size / short), round(width * size / short)
-    x = F.interpolate(
-        images.to(torch.float32),
-        size=(new_h, new_w),
-        mode="bilinear",
-        align_corners=False,
-        antialias=True,
-    )
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    x = x[:, :, top : top + size, left : left + size].contiguous()
+    new_h, new_w = eval_resize(height, width, crop, crop_pct)
+    x = images.to(torch.float32)
+    if (new_h, new_w) != (height, width):
+        x = F.interpolate(
+            x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True
+        ).clamp_(0.0, 255.0)  # bicubic overshoots; torchvision's uint8 resize clamps too
+    top, left = (new_h - crop[0]) // 2, (new_w - crop[1]) // 2
+    if crop != (new_h, new_w):
+        x = x[:, :, top : top + crop[0], left : left + crop[1]].contiguous()
     return _normalize_255_(x, mean, std)
 
 
@@ -308,20 +342,57 @@ def official_train_transform(
     return v2.Compose(steps)
 
 
+class EvalTransform:
+    """:func:`eval_transform_batch` for one image (PIL, or a uint8 or [0, 1] float tensor).
+
+    The image is converted to a uint8 tensor with ``in_chans`` channels (RGB, greyscale, or as
+    it is when ``in_chans`` is None), then goes through the batched transform as a batch of one,
+    so a file and an in-memory image get exactly the same pixels.
+    """
+
+    def __init__(
+        self,
+        size: int | tuple[int, int],
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        crop_pct: float = DEFAULT_CROP_PCT,
+        in_chans: int | None = None,
+    ) -> None:
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+        self.crop_pct, self.in_chans = crop_pct, in_chans
+        channels: list[v2.Transform] = []
+        if in_chans == 3:
+            channels = [v2.RGB()]
+        elif in_chans == 1:
+            channels = [v2.Grayscale(num_output_channels=1)]
+        self._to_uint8 = v2.Compose([v2.ToImage(), *channels, v2.ToDtype(torch.uint8, scale=True)])
+
+    def __call__(self, image: object) -> torch.Tensor:
+        x = self._to_uint8(image)
+        batch = x.as_subclass(torch.Tensor).unsqueeze(0)
+        return eval_transform_batch(
+            batch, self.size, mean=self.mean, std=self.std, crop_pct=self.crop_pct
+        )[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"EvalTransform(size={self.size}, crop_pct={self.crop_pct}, in_chans={self.in_chans}, "
+            f"mean={self.mean}, std={self.std}, bicubic)"
+        )
+
+
 def eval_transform(
-    size: int, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-) -> v2.Compose:
-    """Standard ImageNet evaluation: resize to ``floor(size * 256 / 224)``, centre crop, normalise.
+    size: int | tuple[int, int],
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop_pct: float = DEFAULT_CROP_PCT,
+    in_chans: int | None = None,
+) -> EvalTransform:
+    """The evaluation transform of one image (see :func:`eval_transform_batch`).
 
     Returns:
-        A transform mapping one image (PIL or uint8 tensor) to float32 ``(C, size, size)``.
+        A callable mapping one image (PIL or tensor) to float32 ``(C, H, W)``.
     """
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(math.floor(size * 256 / 224), antialias=True),
-            v2.CenterCrop(size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(mean), list(std)),
-        ]
-    )
+    return EvalTransform(size, mean=mean, std=std, crop_pct=crop_pct, in_chans=in_chans)

@@ -1,8 +1,10 @@
 """DataLoader ``collate_fn`` that collates samples and attaches masks (any strategy).
 
-Each batch's masks come from ``make_generator(seed, step, rank)``, and ``step`` advances by one per
-batch, so the masks are a pure function of ``(seed, step, rank)``; ``state_dict`` /
-``load_state_dict`` carry ``step`` over a resume.
+Each batch's masks follow the package's one seeding rule, :func:`ijepa.masks.rng.step_masks`
+(this rank's columns of the global batch sampled from ``make_generator(seed, step)``, the masks a
+training step uses), and ``step`` advances by one per batch, so the masks are a pure function of
+``(seed, step)``, the rank and the world size; ``state_dict`` / ``load_state_dict`` carry ``step``
+over a resume.
 
 DataLoader workers each run a copy of the collator. Worker ``w`` of ``n`` gives its ``j``-th batch
 step ``start + j*n + w``: the DataLoader hands batch ``k`` of an iterator to worker ``k % n``, so
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate, get_worker_info
 
-from ijepa.masks.rng import make_generator
+from ijepa.masks.rng import step_masks
 from ijepa.masks.strategies import MaskSampler
 
 __all__ = ["MaskCollator"]
@@ -56,14 +58,29 @@ class MaskCollator:
     Args:
         generator: The mask sampler (any strategy, see :func:`ijepa.masks.make_mask_sampler`).
         seed: Run seed mixed into every step's generator.
-        rank: Data-parallel rank mixed into every step's generator.
+        rank: Data-parallel rank: which columns of the global batch's masks this copy keeps.
         step: First step to use (default 0).
+        world_size: Number of data-parallel processes (each with batches of the same size).
+
+    Raises:
+        ValueError: ``rank`` is not in ``[0, world_size)``.
     """
 
-    def __init__(self, generator: MaskSampler, seed: int, rank: int = 0, step: int = 0) -> None:
+    def __init__(
+        self,
+        generator: MaskSampler,
+        seed: int,
+        rank: int = 0,
+        step: int = 0,
+        *,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"MaskCollator: rank {rank} is not in [0, world_size={world_size})")
         self.mask_generator = generator
         self.seed = int(seed)
         self.rank = int(rank)
+        self.world_size = int(world_size)
         self._step = int(step)
         # next step after the last batch of each worker slot; 0 = no batch yet
         self._progress = torch.zeros(MAX_WORKERS, dtype=torch.long).share_memory_()
@@ -102,13 +119,24 @@ class MaskCollator:
             self._worker_calls += 1
             if step + 1 > int(self._progress[info.id]):
                 self._progress[info.id] = step + 1
-        gen = make_generator(self.seed, step, self.rank)
-        masks_enc, masks_pred = self.mask_generator(len(samples), gen)
+        masks_enc, masks_pred = step_masks(
+            self.mask_generator,
+            self.seed,
+            step,
+            len(samples),
+            rank=self.rank,
+            world_size=self.world_size,
+        )
         return batch, masks_enc, masks_pred
 
     def state_dict(self) -> dict[str, int]:
         """The next step and the seeding, enough to continue the same mask sequence."""
-        return {"step": self.step, "seed": self.seed, "rank": self.rank}
+        return {
+            "step": self.step,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from a :meth:`state_dict` (the next batch uses ``state["step"]``).

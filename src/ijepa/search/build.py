@@ -73,7 +73,7 @@ def _load_encoder(
     checkpoint: str | Path, which: str, device: str | torch.device, img_size: int | None
 ) -> tuple[nn.Module, tuple[float, ...] | None, tuple[float, ...] | None, int]:
     from ijepa.compat import read_encoder
-    from ijepa.evaluate import encoder_input_size
+    from ijepa.eval.images import encoder_input_size
 
     encoder, meta = read_encoder(checkpoint, which=which, device=str(device))
     size = encoder_input_size(encoder)
@@ -96,7 +96,7 @@ def _features(
     batch_size: int,
     progress: bool,
 ) -> Tensor:
-    from ijepa.evaluate import features_of
+    from ijepa.eval.images import features_of
 
     feats = features_of(
         encoder,

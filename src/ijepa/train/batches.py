@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ijepa.data import ImageSet, train_transform_batch
+from ijepa.errors import ConfigError
 
 
 class DataLoaderError(RuntimeError):
@@ -36,7 +37,10 @@ class DataLoaderError(RuntimeError):
 
 
 class Stream(IntEnum):
-    """The random streams of a run, each mixed with the seed into its own generators."""
+    """The random streams of a run's data, each mixed with the seed into its own generators.
+
+    (Masks follow their own rule, :func:`ijepa.masks.step_masks`; value 4 was their old stream.)
+    """
 
     EPOCH_ORDER = 1
     """The permutation of the data set in each epoch: ``(seed, EPOCH_ORDER, epoch)``."""
@@ -44,8 +48,6 @@ class Stream(IntEnum):
     """The batched augmentation of an in-memory global batch: ``(seed, BATCH_AUGMENT, step, 0)``."""
     SAMPLE_AUGMENT = 3
     """One file sample's augmentation: ``(seed, SAMPLE_AUGMENT, epoch, index)``."""
-    MASKS = 4
-    """The masks of a global batch: ``(seed, MASKS, step, 0)``."""
     DROP_PATH = 5
     """The global torch RNG of ranks other than 0 (it drives only drop path)."""
 
@@ -70,10 +72,12 @@ def rank_slice(rank: int, batch_size: int) -> slice:
 
 def _check_size(n: int, batch_size: int, world_size: int, what: str) -> None:
     if batch_size < 1 or world_size < 1:
-        raise ValueError(f"batch_size ({batch_size}) and world_size ({world_size}) must be >= 1")
+        raise ConfigError(
+            f"data.batch_size ({batch_size}) and the world size ({world_size}) must be >= 1"
+        )
     if n < batch_size * world_size:
-        raise ValueError(
-            f"{what} has {n} images: too few for batch_size {batch_size} x {world_size} "
+        raise ConfigError(
+            f"{what} has {n} images: too few for data.batch_size {batch_size} x {world_size} "
             f"process(es) = a global batch of {batch_size * world_size}"
         )
 

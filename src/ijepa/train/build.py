@@ -30,8 +30,9 @@ from ijepa.masks import (
     SMALL_GRID_TARGETS,
     MaskSampler,
     make_mask_sampler,
+    step_masks,
 )
-from ijepa.train.batches import FileBatches, MemoryBatches, Stream, rank_slice, seeded_generator
+from ijepa.train.batches import FileBatches, MemoryBatches
 from ijepa.train.regularizers import SIGReg
 from ijepa.train.schedules import Schedules, build_schedules
 from ijepa.train.stream_batches import StreamBatches
@@ -285,9 +286,13 @@ class TrainBatches:
         self.device = device
         self.seed = cfg.meta.seed
         self.masks = build_mask_generator(cfg)
+        self.batch_size, self.rank, self.world_size = (
+            cfg.data.batch_size,
+            dist.rank,
+            dist.world_size,
+        )
         self.global_batch_size = self.source.global_batch_size
         self.iterations_per_epoch = self.source.iterations_per_epoch
-        self._mine = rank_slice(dist.rank, cfg.data.batch_size)
         data = getattr(self.source, "data", None)
         mean, std = (data.mean, data.std) if data is not None else (IMAGENET_MEAN, IMAGENET_STD)
         self.normalization = {"mean": list(mean), "std": list(std)}
@@ -296,12 +301,15 @@ class TrainBatches:
     def get(self, step: int) -> Batch:
         """The batch of global step ``step``."""
         images, _ = self.source.get(step)
-        # masks of the whole global batch (so they do not depend on the world size), sliced
-        masks_enc, masks_pred = self.masks(
-            self.global_batch_size, seeded_generator(self.seed, Stream.MASKS, step, 0)
+        # the one seeding rule: this rank's columns of the global batch's masks
+        masks_enc, masks_pred = step_masks(
+            self.masks,
+            self.seed,
+            step,
+            self.batch_size,
+            rank=self.rank,
+            world_size=self.world_size,
         )
-        masks_enc = masks_enc[:, self._mine].contiguous()
-        masks_pred = masks_pred[:, self._mine].contiguous()
         valid_enc = valid_pred = None
         if self.masks.pad:  # the real slots, found here on the CPU (no device sync)
             valid_enc = (masks_enc >= 0).to(self.device, non_blocking=True)

@@ -3,24 +3,24 @@
 On a small CPU, the tiny models of the demo make matrices too small for intra-op threads to pay:
 measured on the 2-core dev machine (AMD EPYC, AVX2, torch 2.14.1), the demo's ViT with a 96x4
 predictor trained at ~170 img/s in one process with 2 threads, and at ~123 img/s in *each* of two
-1-thread processes running side by side (~246 img/s together). :func:`launch_local` runs ``procs`` ranks of
-``ijepa train`` with one thread each, joined by gloo (DDP): the same global batch, split over the
+1-thread processes running side by side (~246 img/s together). :func:`launch_local` runs
+``procs`` ranks of ``ijepa train`` with one thread each through torch's own launcher (what
+``torchrun --standalone`` runs), joined by gloo (DDP): the same global batch, split over the
 ranks, and the same optimisation as one process (gradients are averaged).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from ijepa.config import Config, apply_overrides, save_config, validate
 
-__all__ = ["LaunchError", "free_port", "launch_local", "rank_env", "split_batch"]
+__all__ = ["LaunchError", "launch_local", "split_batch"]
 
 
 class LaunchError(RuntimeError):
@@ -43,45 +43,22 @@ def split_batch(batch_size: int, procs: int) -> int:
     return batch_size // procs
 
 
-def free_port() -> int:
-    """A local TCP port that was free a moment ago (for the ranks' rendezvous)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rank_env(rank: int, world: int, port: int, threads: int = 1) -> dict[str, str]:
-    """This process's environment as ``torchrun`` would give rank ``rank`` of ``world`` locally.
-
-    SLURM and torchelastic variables are dropped so that :func:`ijepa.dist.dist_info_from_env`
-    reads these; ``OMP_NUM_THREADS`` is ``threads``.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC"))}
-    env.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        OMP_NUM_THREADS=str(threads),
-    )
-    return env
-
-
 def launch_local(cfg: Config, procs: int, *, threads: int = 1, poll_s: float = 0.5) -> Path:
-    """Run ``ijepa train`` for ``cfg`` in ``procs`` local processes and wait for them.
+    """Run ``ijepa train`` for ``cfg`` in ``procs`` local processes (torch's launcher) and wait.
 
     ``cfg.data.batch_size`` is the *global* batch here; each rank gets ``batch_size / procs``
-    (:func:`split_batch`). The config is frozen as ``launch_config.yaml`` in the run folder; rank 0
-    shows the progress bar and logs, the other ranks log warnings only. If a rank fails, the others
-    are stopped.
+    (:func:`split_batch`). The config is frozen as ``launch_config.yaml`` in the run folder. The
+    ranks are started by torch's own launcher (:func:`torch.distributed.launcher.api.elastic_launch`,
+    what ``torchrun --standalone`` runs): its rendezvous store binds a free port itself, so no
+    port is chosen here and none can be taken by another program in between. Rank 0 shows the
+    progress bar and logs; the other ranks log warnings only (see :mod:`ijepa.cli.train`). If a
+    rank fails, the launcher stops the others.
 
     Args:
         cfg: the run's config (``logging.folder`` is the run folder).
         procs: number of ranks (>= 1).
-        threads: intra-op threads per rank.
-        poll_s: seconds between checks of the ranks.
+        threads: intra-op threads per rank (``OMP_NUM_THREADS`` of the ranks).
+        poll_s: seconds between the launcher's checks of the ranks.
 
     Returns:
         The run folder, which holds the checkpoints and metrics as after :func:`train`.
@@ -91,44 +68,51 @@ def launch_local(cfg: Config, procs: int, *, threads: int = 1, poll_s: float = 0
         ConfigError: the config is invalid.
         LaunchError: a rank exited with an error (its messages are on the console above).
     """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
     per_rank = split_batch(cfg.data.batch_size, procs)
     validate(cfg)  # config errors once, here, rather than from every rank
     run_dir = Path(cfg.logging.folder)
     run_dir.mkdir(parents=True, exist_ok=True)
     frozen = run_dir / "launch_config.yaml"
     save_config(apply_overrides(cfg, [f"data.batch_size={per_rank}"]), frozen)
-    port = free_port()
-    ranks = []
-    for rank in range(procs):
-        cmd = [sys.executable, "-m", "ijepa", *(["-q"] if rank else []), "train"]
-        cmd += ["--config", str(frozen)]
-        ranks.append(subprocess.Popen(cmd, env=rank_env(rank, procs, port, threads)))
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=procs,
+        run_id=f"ijepa-{uuid.uuid4().hex[:12]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # torchrun --standalone: the store picks its own port
+        max_restarts=0,
+        monitor_interval=poll_s,
+    )
+    args = ("-m", "ijepa", "train", "--config", str(frozen))
     try:
-        while True:
-            codes = [p.poll() for p in ranks]
-            failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                rank, code = failed[0]
-                raise LaunchError(
-                    f"rank {rank} of {procs} exited with code {code} (its messages are above); "
-                    f"the other ranks were stopped. Run folder: {run_dir}"
-                )
-            if all(c == 0 for c in codes):
-                return run_dir
-            time.sleep(poll_s)
+        with _rank_environment(threads):
+            elastic_launch(config, sys.executable)(*args)
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        raise LaunchError(
+            f"rank {rank} of {procs} exited with code {failure.exitcode} (its messages "
+            f"are above); the other ranks were stopped. Run folder: {run_dir}"
+        ) from err
+    return run_dir
+
+
+@contextlib.contextmanager
+def _rank_environment(threads: int) -> Iterator[None]:
+    """What the launcher passes on to the ranks: ``threads`` threads, no SLURM/torchelastic state.
+
+    torch's launcher gives its ranks this process's environment plus their rank variables; the
+    variables changed here are restored on exit.
+    """
+    saved = dict(os.environ)
+    try:
+        for key in [k for k in os.environ if k.startswith(("SLURM_", "TORCHELASTIC"))]:
+            del os.environ[key]
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        yield
     finally:
-        _stop(ranks)
-
-
-def _stop(ranks: list[subprocess.Popen], grace_s: float = 10.0) -> None:
-    """Terminate ranks still running (SIGTERM, then SIGKILL after ``grace_s``)."""
-    alive = [p for p in ranks if p.poll() is None]
-    for p in alive:
-        p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for p in alive:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        os.environ.clear()
+        os.environ.update(saved)

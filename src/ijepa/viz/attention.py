@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ijepa.errors import UsageError
 from ijepa.viz.common import (
     encoder_patch_size,
     new_figure,
@@ -42,7 +43,7 @@ def _layers(encoder: nn.Module, layers: Sequence[int] | None) -> list[int]:
     out = []
     for layer in layers:
         if not -depth <= layer < depth:
-            raise ValueError(
+            raise UsageError(
                 f"layer {layer} outside [-{depth}, {depth}) for a {depth}-block encoder"
             )
         out.append(layer % depth)

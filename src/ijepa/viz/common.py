@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ijepa.errors import UsageError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -99,7 +101,7 @@ def patch_grid(images: torch.Tensor, patch_size: int) -> tuple[int, int]:
     """The patch grid ``(Hp, Wp)`` of images ``(B, C, H, W)``; sides must divide evenly."""
     h, w = int(images.shape[-2]), int(images.shape[-1])
     if patch_size <= 0 or h % patch_size or w % patch_size:
-        raise ValueError(f"image size {h}x{w} is not divisible by patch_size {patch_size}")
+        raise UsageError(f"image size {h}x{w} is not divisible by patch_size {patch_size}")
     return h // patch_size, w // patch_size
 
 
@@ -108,9 +110,9 @@ def patch_rc(patch: int | tuple[int, int], grid: tuple[int, int]) -> tuple[int, 
     hp, wp = grid
     if isinstance(patch, int):
         if not 0 <= patch < hp * wp:
-            raise ValueError(f"patch index {patch} outside the {hp}x{wp} grid")
+            raise UsageError(f"patch index {patch} outside the {hp}x{wp} grid")
         return divmod(patch, wp)
     r, c = (int(v) for v in patch)
     if not (0 <= r < hp and 0 <= c < wp):
-        raise ValueError(f"patch (row, col) = ({r}, {c}) outside the {hp}x{wp} grid")
+        raise UsageError(f"patch (row, col) = ({r}, {c}) outside the {hp}x{wp} grid")
     return r, c

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ijepa.diagnostics import DEFAULT_RANK_THRESHOLD, DEFAULT_STD_THRESHOLD
+from ijepa.errors import UsageError
 from ijepa.viz.common import new_figure, save_figure
 
 __all__ = ["PANELS", "read_metrics", "save_curves_figure"]
@@ -31,12 +32,12 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Read a ``metrics.jsonl`` file (one JSON object per line; blank lines are skipped).
 
     Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: a line is not a JSON object (the message names file and line).
+        UsageError: the file does not exist, or a line is not a JSON object (the message names
+            file and line).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"metrics file not found: {path}")
+        raise UsageError(f"metrics file not found: {path}")
     records = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -44,9 +45,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+            raise UsageError(f"{path}:{number}: not valid JSON ({err.msg})") from err
         if not isinstance(rec, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(rec).__name__}")
+            raise UsageError(f"{path}:{number}: expected a JSON object, got {type(rec).__name__}")
         records.append(rec)
     return records
 
@@ -83,7 +84,7 @@ def save_curves_figure(
     """
     panels = [(k, t, thr) for k, t, thr in PANELS if _series(records, k)[0]]
     if not panels:
-        raise ValueError(
+        raise UsageError(
             f"no plottable metrics: none of {[k for k, _, _ in PANELS]} found in {len(records)} records"
         )
     cols = min(3, len(panels))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ijepa.masks import MaskSampler, make_generator
+from ijepa.masks import MaskSampler, step_masks
 from ijepa.viz.common import new_figure, save_figure, to_display
 
 if TYPE_CHECKING:
@@ -74,7 +74,8 @@ def mask_frequency(
 ) -> MaskFrequency:
     """Sample ``num_batches`` batches and count patch usage.
 
-    Batch ``i`` uses ``make_generator(seed, i)``, as training step ``i`` of a run with that seed.
+    Batch ``i`` follows the training's seeding rule (:func:`ijepa.masks.step_masks`): with the
+    run's seed and its global batch size, batch ``i`` holds the masks of training step ``i``.
 
     Args:
         generator: the mask sampler.
@@ -94,7 +95,7 @@ def mask_frequency(
     ctx = torch.zeros(n, dtype=torch.float64)
     tgt = torch.zeros(n, dtype=torch.float64)
     for i in range(num_batches):
-        masks_enc, masks_pred = generator(batch_size, make_generator(seed, i))
+        masks_enc, masks_pred = step_masks(generator, seed, i, batch_size)
         ctx += _membership(masks_enc, n).sum(dim=(0, 1)).double()
         tgt += _membership(masks_pred, n).any(dim=0).sum(dim=0).double()
     images = num_batches * batch_size
@@ -215,7 +216,7 @@ def save_mask_figure(
     layout = fig.add_gridspec(2, 1, height_ratios=[1.0, 1.15])
     top, bottom = fig.add_subfigure(layout[0]), fig.add_subfigure(layout[1])
     ex_axes = top.subplots(1, cols, squeeze=False)[0]
-    masks_enc, masks_pred = first(n_ex, make_generator(seed, 0))
+    masks_enc, masks_pred = step_masks(first, seed, 0, n_ex)
     for i in range(cols):
         ax = ex_axes[i]
         if i >= n_ex:

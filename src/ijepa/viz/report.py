@@ -20,8 +20,10 @@ from typing import Any
 
 import torch
 
+from ijepa.checkpoint import CheckpointNotFoundError
 from ijepa.diagnostics import CollapseMonitor, correlation_dimension, effective_rank, feature_std
-from ijepa.masks import make_generator
+from ijepa.errors import UsageError
+from ijepa.masks import step_masks
 from ijepa.viz.attention import attention_maps
 from ijepa.viz.common import to_display
 from ijepa.viz.curves import read_metrics, save_curves_figure
@@ -161,7 +163,7 @@ def build_report(
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder not found: {run_dir}")
+        raise UsageError(f"run folder not found: {run_dir}")
     out = Path(out) if out is not None else run_dir / "report.html"
     with tempfile.TemporaryDirectory(prefix="ijepa-report-") as tmp:
         html_text = _render(
@@ -213,7 +215,7 @@ def _render(
     try:
         run = load_run(run_dir)
         cfg = run.config or cfg
-    except FileNotFoundError as err:
+    except CheckpointNotFoundError as err:
         logger.warning("report without model sections: %s", err)
     header = f"<h1>I-JEPA run report: {esc(run_dir.name)}</h1>"
     facts: list[tuple[str, Any]] = [("run folder", str(run_dir.resolve()))]
@@ -273,9 +275,7 @@ def _render(
 
         if predictor_steps > 0:
             fit = train_decoder(enc, imgs, steps=predictor_steps, seed=seed)
-            m_enc, m_pred = next(iter(gens.values()))(
-                min(6, imgs.shape[0]), make_generator(seed, 0)
-            )
+            m_enc, m_pred = step_masks(next(iter(gens.values())), seed, 0, min(6, imgs.shape[0]))
             m = run.models
             pics = decode_predictions(
                 m.encoder, m.predictor, enc, fit.decoder, imgs[: m_enc.shape[1]], m_enc, m_pred

@@ -16,7 +16,7 @@ import torch
 
 from ijepa import checkpoint as ckpt
 from ijepa.config import Config, config_from_dict, dataset_spec, load_config
-from ijepa.masks import MaskSampler, MaskSamplingError
+from ijepa.masks import MaskSampler, MaskSamplingError, step_masks
 from ijepa.models import JEPAModels
 from ijepa.train.build import build_mask_generator
 
@@ -29,6 +29,7 @@ __all__ = [
     "read_run_config",
     "run_dataset_spec",
     "sample_images",
+    "training_masks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def find_checkpoint(path: str | Path) -> Path:
     ``*.pth.tar``.
 
     Raises:
-        FileNotFoundError: nothing suitable exists.
+        CheckpointNotFoundError: nothing suitable exists.
     """
     from ijepa import sharded_checkpoint as sharded
 
@@ -56,7 +57,7 @@ def find_checkpoint(path: str | Path) -> Path:
     if path.is_file() or sharded.is_sharded(path):
         return path
     if not path.is_dir():
-        raise FileNotFoundError(f"no checkpoint file or run folder at {path}")
+        raise ckpt.CheckpointNotFoundError(f"no checkpoint file or run folder at {path}")
     cfg = read_run_config(path)
     tag = cfg.logging.write_tag if cfg else "jepa"
     latest = [
@@ -68,7 +69,7 @@ def find_checkpoint(path: str | Path) -> Path:
         return max(latest)[1]
     found = sorted(path.glob("*.pth.tar"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"run folder {path} holds no checkpoint (*.pth.tar)")
+        raise ckpt.CheckpointNotFoundError(f"run folder {path} holds no checkpoint (*.pth.tar)")
     return found[-1]
 
 
@@ -130,6 +131,20 @@ def load_run(path: str | Path) -> LoadedRun:
     logger.info("loaded %s (step %d)", file, step)
     return LoadedRun(
         models=models, model_args=model_args, config=config, checkpoint=file, step=step
+    )
+
+
+def training_masks(
+    cfg: Config, step: int, *, rank: int = 0, world_size: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The masks a run's training drew at ``step`` for ``rank``'s images.
+
+    The one seeding rule (:func:`ijepa.masks.step_masks`) with the run's sampler, seed and batch:
+    ``masks_enc (nenc, B, Kc)`` and ``masks_pred (M, B, Kt)``, ``B = data.batch_size``.
+    """
+    sampler = build_mask_generator(cfg)
+    return step_masks(
+        sampler, cfg.meta.seed, step, cfg.data.batch_size, rank=rank, world_size=world_size
     )
 
 

@@ -39,6 +39,7 @@ from ijepa.compat.arch import (
     ConversionError,
     EncoderMeta,
     canonical_args,
+    default_stats,
     encoder_from_state,
     encoder_model_args,
     first_block,
@@ -194,8 +195,6 @@ def hf_config(encoder: VisionTransformer, meta: EncoderMeta | None = None) -> di
 
 
 def _preprocessor_config(encoder: VisionTransformer, meta: EncoderMeta | None) -> dict[str, Any]:
-    from ijepa.compat.load import default_stats
-
     mean, std = default_stats(encoder.in_chans, meta)
     h, w = encoder.img_size
     return {

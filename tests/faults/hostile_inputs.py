@@ -4,10 +4,12 @@
 input, and ``root/good/`` a few ordinary images so that a training over ``root`` has batches to
 draw; it returns one :class:`HostileInput` per entry with the expected outcome: ``read`` (the
 file decodes to RGB) or ``skipped`` (the dataset logs a warning, records it in ``.skipped`` and
-moves on). :func:`classify` runs :meth:`ijepa.data.ImageFolderDataset.verify` and reports what
+moves on) or ``not listed`` (never a sample). :func:`classify` runs :meth:`ijepa.data.ImageFolderDataset.verify` and reports what
 actually happened to each entry.
 
-Used by ``benchmarks/faults.py`` (the hostile-input table) and ``tests/reliability``.
+The one hostile-input corpus of the tests: ``tests/data`` (the dataset's API, decoded pixels),
+``tests/reliability`` (trainings over it) and the fault suite (its hostile-input table, also
+printed by ``benchmarks/faults.py``) all use it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-GOOD_IMAGES = 13
-"""Ordinary images in ``good/``: with the 15 listed hostile files, 28 = 7 batches of 4."""
+GOOD_IMAGES = 9
+"""Ordinary images in ``good/``: with the 19 listed hostile files, 28 = 7 batches of 4."""
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,11 @@ class HostileInput:
     name: str
     path: Path
     expected: str
-    """``read`` or ``skipped``."""
+    """``read``, ``skipped`` or ``not listed`` (not an image file name: never a sample)."""
     note: str = ""
+    """``not entered``: a link the folder walk refuses (recorded as skipped, never a sample)."""
+    pixel: tuple[int, int, int] | None = None
+    """The decoded RGB value at (0, 0), where the entry is read and its content is solid."""
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -74,12 +79,32 @@ def write_good_images(root: str | Path, n: int, seed: int = 1) -> Path:
     return root
 
 
+def _png16_rgb(rgb: tuple[int, int, int], side: int = 8) -> bytes:
+    """A 16-bit-per-channel RGB PNG written by hand (PIL cannot write one); 8-bit ``rgb`` * 257."""
+    raw = b"".join(
+        b"\x00" + struct.pack(">" + "H" * 3 * side, *[c * 257 for c in rgb] * side)
+        for _ in range(side)
+    )
+    header = struct.pack(">IIBBBBB", side, side, 16, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(raw))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+RED = (200, 30, 40)
+"""The colour of the solid test images whose decoded pixel is checked."""
+
+
 def build_corpus(root: str | Path, seed: int = 0) -> list[HostileInput]:
     """Write the corpus under ``root`` (class folders ``good/`` and ``hostile/``).
 
     Returns:
         The hostile entries, in a fixed order. ``unreadable permissions`` is expected ``read``
-        when running as root (root reads a ``chmod 000`` file), ``skipped`` otherwise.
+        when running as root (root reads a ``chmod 000`` file), ``skipped`` otherwise; a file
+        without an image extension is ``not listed``.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -89,72 +114,93 @@ def build_corpus(root: str | Path, seed: int = 0) -> list[HostileInput]:
     for i in range(GOOD_IMAGES):
         _rgb(rng).save(good / f"good{i:02d}.png")
 
+    red = Image.new("RGB", (8, 8), RED)
     jpeg = _encode(_rgb(rng), "JPEG")
     png = _encode(_rgb(rng), "PNG")
     grey = rng.integers(0, 256, size=(36, 36), dtype=np.uint8)
-    entries: list[tuple[str, str, bytes | None, str, str]] = [
-        # (name, file name, content, expected, note)
-        ("truncated JPEG", "truncated.jpg", jpeg[: len(jpeg) // 2], "skipped", ""),
-        ("truncated PNG", "truncated.png", png[: len(png) // 2], "skipped", ""),
-        ("zero-byte JPEG", "zero.jpg", b"", "skipped", ""),
-        ("zero-byte PNG", "zero.png", b"", "skipped", ""),
-        ("PNG named .jpg", "png_named.jpg", png, "read", "decoded by content"),
+    palette = Image.new("P", (8, 8), 1)
+    palette.putpalette([0, 0, 0, *RED] + [0] * 762)
+    entries: list[tuple[str, str, bytes | None, str, str, tuple[int, int, int] | None]] = [
+        # (name, file name, content, expected, note, decoded RGB at (0, 0) when read)
+        ("truncated JPEG", "truncated.jpg", jpeg[: len(jpeg) // 2], "skipped", "", None),
+        ("truncated PNG", "truncated.png", png[: len(png) // 2], "skipped", "", None),
+        ("zero-byte JPEG", "zero.jpg", b"", "skipped", "", None),
+        ("zero-byte PNG", "zero.png", b"", "skipped", "", None),
+        ("PNG named .jpg", "png_named.jpg", _encode(red, "PNG"), "read", "decoded by content", RED),
+        ("upper-case extension", "UPPER.PNG", _encode(red, "PNG"), "read", "", RED),
         (
             "CMYK JPEG",
             "cmyk.jpg",
-            _encode(_rgb(rng).convert("CMYK"), "JPEG"),
+            _encode(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"),
             "read",
-            "",
+            "pure CMYK red",
+            None,
         ),
         (
             "16-bit greyscale PNG",
             "gray16.png",
-            _encode(Image.fromarray(grey.astype(np.uint16) * 257), "PNG"),
+            _encode(Image.fromarray(np.full((8, 8), 1600, np.uint16)), "PNG"),
             "read",
-            "",
+            "1600/65535 of white, not clipped",
+            (6, 6, 6),
         ),
+        ("16-bit RGB PNG", "rgb16.png", _png16_rgb(RED), "read", "", RED),
+        ("palette PNG", "palette.png", _encode(palette, "PNG"), "read", "", RED),
+        ("palette PNG with transparency", "palette_trns.png", None, "read", "", RED),
         (
-            "palette PNG",
-            "palette.png",
-            _encode(_rgb(rng).convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
-            "read",
-            "",
-        ),
-        ("palette PNG with transparency", "palette_trns.png", None, "read", ""),
-        (
-            "RGBA PNG",
+            "RGBA PNG (half transparent)",
             "rgba.png",
-            _encode(Image.fromarray(rng.integers(0, 256, size=(30, 30, 4), dtype=np.uint8)), "PNG"),
+            _encode(Image.new("RGBA", (8, 8), (*RED, 128)), "PNG"),
             "read",
             "",
+            RED,
         ),
-        ("greyscale JPEG", "gray.jpg", _encode(Image.fromarray(grey), "JPEG"), "read", ""),
+        (
+            "greyscale PNG",
+            "gray.png",
+            _encode(Image.new("L", (8, 8), 77), "PNG"),
+            "read",
+            "",
+            (77, 77, 77),
+        ),
+        ("greyscale JPEG", "gray.jpg", _encode(Image.fromarray(grey), "JPEG"), "read", "", None),
         (
             "decompression bomb (40000^2 px header)",
             "bomb.png",
             decompression_bomb_png(),
             "skipped",
             "",
+            None,
         ),
-        ("non-image file", "notes.jpg", b"this is not an image\n" * 20, "skipped", ""),
-        ("unreadable permissions (chmod 000)", "unreadable.png", png, "?", ""),
-        ("symlink loop (file -> itself)", "selfloop.jpg", None, "skipped", ""),
-        ("dangling symlink", "dangling.png", None, "skipped", ""),
-        ("symlink loop (folder -> its parent)", "loop", None, "skipped", "not entered"),
+        (
+            "decompression bomb warning (9500^2 px header)",
+            "bomb_warn.png",
+            decompression_bomb_png(9500),
+            "skipped",
+            "over PIL's limit, under twice it",
+            None,
+        ),
+        ("non-image file", "notes.jpg", b"this is not an image\n" * 20, "skipped", "", None),
+        ("unreadable permissions (chmod 000)", "unreadable.png", png, "?", "", None),
+        ("symlink loop (file -> itself)", "selfloop.jpg", None, "skipped", "not entered", None),
+        ("dangling symlink", "dangling.png", None, "skipped", "", None),
+        ("symlink loop (folder -> its parent)", "loop", None, "skipped", "not entered", None),
+        ("symlink loop (folder -> itself)", "loop_self", None, "skipped", "not entered", None),
+        ("file with another extension", "readme.txt", b"not a sample", "not listed", "", None),
     ]
     out: list[HostileInput] = []
-    for name, fname, data, expected, note in entries:
+    for name, fname, data, expected, note, pixel in entries:
         path = bad / fname
         if fname == "palette_trns.png":
-            img = _rgb(rng).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-            img.info["transparency"] = 0
-            img.save(path, transparency=0)
+            palette.save(path, transparency=0)
         elif fname == "selfloop.jpg":
             os.symlink(fname, path)
         elif fname == "dangling.png":
             os.symlink("does-not-exist.png", path)
         elif fname == "loop":
             os.symlink("..", path)
+        elif fname == "loop_self":
+            os.symlink(".", path)
         else:
             assert data is not None
             path.write_bytes(data)
@@ -162,7 +208,7 @@ def build_corpus(root: str | Path, seed: int = 0) -> list[HostileInput]:
             path.chmod(0)
             expected = "read" if os.geteuid() == 0 else "skipped"
             note = "root reads any file" if os.geteuid() == 0 else ""
-        out.append(HostileInput(name, path, expected, note))
+        out.append(HostileInput(name, path, expected, note, pixel))
     return out
 
 
@@ -187,6 +233,13 @@ def classify(root: str | Path, corpus: list[HostileInput]) -> dict[str, str]:
         else:
             result[item.name] = "not listed"
     return result
+
+
+def outcome_matches(expected: str, outcome: str) -> bool:
+    """Whether :func:`classify`'s ``outcome`` is what an entry ``expected``."""
+    if expected in ("read", "not listed"):
+        return outcome == expected
+    return outcome.startswith("skipped: ")
 
 
 def classify_json(root: str, names: list[str], paths: list[str], out_path: str) -> None:

@@ -31,23 +31,21 @@ from ijepa.checkpoint import load_checkpoint
 from ijepa.compat.arch import (
     ConversionError,
     EncoderMeta,
+    default_stats,
     encoder_from_state,
     encoder_model_args,
     model_args_of,
 )
-from ijepa.compat.hf import load_hf
 from ijepa.compat.official import select_encoder
 from ijepa.compat.safetensors_io import read_header, read_keys, save_tensors
 from ijepa.compat.timm import load_timm, timm_state_to_encoder, unwrap_state_dict
+from ijepa.compat.transformers import load_hf
+from ijepa.data.transforms import DEFAULT_CROP_PCT, EvalTransform, eval_transform
 from ijepa.models import Encoder
 
 __all__ = [
-    "DEFAULT_CROP_PCT",
     "FORMATS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "build_transform",
-    "default_stats",
     "detect_format",
     "load_encoder",
     "read_encoder",
@@ -57,23 +55,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORMATS = ("ours", "official", "hf", "timm")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_CROP_PCT = 0.875
-"""Resize the short side to ``img_size / 0.875`` (256 for 224), then centre-crop ``img_size``."""
-
-
-def default_stats(
-    in_chans: int, meta: EncoderMeta | None = None
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Normalisation mean/std: recorded ones, else ImageNet (3 channels) or 0.5/0.5."""
-    if meta is not None and meta.mean is not None and meta.std is not None:
-        if len(meta.mean) == in_chans and len(meta.std) == in_chans:
-            return tuple(meta.mean), tuple(meta.std)
-        logger.warning("recorded mean/std do not have %d channels; using defaults", in_chans)
-    if in_chans == 3:
-        return IMAGENET_MEAN, IMAGENET_STD
-    return (0.5,) * in_chans, (0.5,) * in_chans
 
 
 def _stats_from_checkpoint(state: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -245,35 +226,17 @@ def build_transform(
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     crop_pct: float = DEFAULT_CROP_PCT,
-) -> Callable[[Any], torch.Tensor]:
-    """Evaluation preprocessing (torchvision v2): PIL/uint8 image -> float ``(C, H, W)``.
+) -> EvalTransform:
+    """The evaluation preprocessing of an encoder: PIL/uint8 image -> float ``(C, H, W)``.
 
-    Converts to ``in_chans`` channels (RGB or grayscale), resizes the short side to
-    ``img_size / crop_pct`` (bicubic, antialiased), centre-crops ``img_size``, scales to
-    ``[0, 1]`` and normalises with ``mean``/``std`` (defaults: :func:`default_stats`).
+    :func:`ijepa.data.eval_transform` (the package's one evaluation transform): converts to
+    ``in_chans`` channels (RGB or grayscale), resizes by ``crop_pct`` (bicubic, antialiased),
+    centre-crops ``img_size`` and normalises with ``mean``/``std`` (defaults:
+    :func:`~ijepa.compat.arch.default_stats`).
     """
-    from torchvision.transforms import v2
-
-    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     if mean is None or std is None:
         mean, std = default_stats(in_chans)
-    if in_chans == 3:
-        channels: Any = v2.RGB()
-    elif in_chans == 1:
-        channels = v2.Grayscale(num_output_channels=1)
-    else:
-        channels = v2.Identity()
-    resize = [round(s / crop_pct) for s in size]
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            channels,
-            v2.Resize(min(resize), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-            v2.CenterCrop(size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std)),
-        ]
-    )
+    return eval_transform(img_size, mean=mean, std=std, crop_pct=crop_pct, in_chans=in_chans)
 
 
 def load_encoder(

@@ -1,8 +1,9 @@
-"""Evaluation glue: an encoder plus a labelled data set in, protocol results out.
+"""Evaluation on images: an encoder plus a labelled data set in, protocol results out.
 
-``ijepa.eval`` holds the protocols on tensors and knows nothing of data sets; this module feeds it
-from :class:`ijepa.data.ImageSet` objects and is what ``ijepa embed``, ``ijepa eval``, the demo
-and the quality benchmark call.
+The rest of ``ijepa.eval`` holds the protocols on tensors and knows nothing of data sets (and
+``ijepa.eval`` does not import this module); this one feeds them from :class:`ijepa.data.ImageSet`
+objects through the package's one evaluation transform (:func:`ijepa.data.eval_transform_batch`),
+and is what ``ijepa embed``, ``ijepa eval``, the demo, search and the quality benchmark call.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ijepa.data import ImageSet, eval_transform_batch
+from ijepa.data import DEFAULT_CROP_PCT, ImageSet, eval_transform_batch
 from ijepa.eval import (
     FeatureSet,
     attentive_probe,
@@ -38,17 +39,19 @@ def eval_batches(
     batch_size: int = 256,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    crop_pct: float = DEFAULT_CROP_PCT,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Deterministic eval-transformed batches: images (B, C, size, size) float32, labels (B,).
 
-    ``mean``/``std`` default to the set's own statistics (what our training used).
+    ``mean``/``std`` default to the set's own statistics (what our training used); ``crop_pct``
+    is the evaluation crop (see :func:`ijepa.data.eval_transform_batch`).
     """
     mean = tuple(mean) if mean is not None else data.mean
     std = tuple(std) if std is not None else data.std
     for start in range(0, len(data), batch_size):
         images = data.images[start : start + batch_size]
         yield (
-            eval_transform_batch(images, size, mean=mean, std=std),
+            eval_transform_batch(images, size, mean=mean, std=std, crop_pct=crop_pct),
             data.labels[start : start + batch_size],
         )
 
@@ -74,6 +77,7 @@ def features_of(
     device: str | torch.device = "cpu",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    crop_pct: float = DEFAULT_CROP_PCT,
     cache: FeatureSet | None = None,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
@@ -87,7 +91,7 @@ def features_of(
     n_batches = (len(data) + batch_size - 1) // batch_size
     feats = extract_features(
         encoder,
-        eval_batches(data, size, batch_size=batch_size, mean=mean, std=std),
+        eval_batches(data, size, batch_size=batch_size, mean=mean, std=std, crop_pct=crop_pct),
         poolings=tuple(poolings),
         device=device,
         bf16=bf16,
@@ -108,8 +112,9 @@ def feature_cache(
     split: str,
     poolings: Sequence[str],
     img_size: int,
+    crop_pct: float = DEFAULT_CROP_PCT,
 ) -> FeatureSet | None:
-    """A feature cache keyed by checkpoint file, encoder choice, data, split, pooling and size."""
+    """A feature cache keyed by checkpoint, encoder choice, data, split, pooling, size and crop."""
     if folder is None:
         return None
     meta = {
@@ -119,6 +124,7 @@ def feature_cache(
         "split": split,
         "poolings": list(poolings),
         "img_size": img_size,
+        "crop_pct": crop_pct,
     }
     name = f"{Path(str(checkpoint)).name}-{which}-{split}-{'_'.join(poolings)}-{img_size}"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -9,8 +9,8 @@ import torch
 
 from ijepa.compat import ConversionError, EncoderMeta, load_hf, save_hf
 from ijepa.compat.arch import encoder_model_args
-from ijepa.compat.hf import encoder_to_hf_state, hf_state_to_encoder
 from ijepa.compat.safetensors_io import load_tensors, save_tensors
+from ijepa.compat.transformers import encoder_to_hf_state, hf_state_to_encoder
 
 transformers = pytest.importorskip("transformers")
 

@@ -50,6 +50,9 @@ PRELOAD = [
     "ijepa.cli",
     "ijepa.cli.train",
     # `ijepa.cli.user_errors()` imports the error types lazily, when an error is being reported
+    "ijepa.errors",
+    "ijepa.eval.cache",
+    "ijepa.search.index",
     "ijepa.train.local_launch",
     "ijepa.train.loop",
     "ijepa.data",
