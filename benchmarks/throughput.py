@@ -219,7 +219,7 @@ def count_gflop(bench: Bench, step: int = 0) -> float:
     images, me, mp = bench.data(step)
     m = bench.models
     with FlopCounterMode(display=False) as counter:
-        targets, _ = compute_targets(m.target_encoder, images, mp, nenc=me.shape[0])
+        targets = compute_targets(m.target_encoder, images, mp, nenc=me.shape[0])[0]
         z = m.predictor(m.encoder(images, me), me, mp)
         jepa_loss(z, targets).backward()
     bench.optimizer.zero_grad(set_to_none=True)
@@ -376,7 +376,7 @@ def profile_phases(bench: Bench, warmup: int, steps: int) -> dict[str, tuple[flo
         images, me, mp = bench.data(step)
         stamp("data (augment + masks)")
         with autocast_context(dev.type, bench.bf16):
-            targets, _ = compute_targets(m.target_encoder, images, mp, nenc=me.shape[0])
+            targets = compute_targets(m.target_encoder, images, mp, nenc=me.shape[0])[0]
             stamp("target forward")
             z = m.encoder(images, me)
             stamp("context forward")
