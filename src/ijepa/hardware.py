@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,9 +137,10 @@ def time_blocks(
     """Estimated seconds per step of the given blocks in fp32 and under bf16 autocast.
 
     Each shape is timed on one freshly initialised block, forward (+ backward where the step
-    needs it), in the two dtypes alternately (at least two rounds each, more while the shape's
-    share of ``budget_s`` lasts). Batches above ``max_tokens`` tokens are timed on a part of the
-    batch and scaled up, so the measurement stays short.
+    needs it), in the two dtypes alternately (at least three rounds each, more while the shape's
+    share of ``budget_s`` lasts); the fastest round counts (load from other jobs only adds time).
+    Batches above ``max_tokens`` tokens are timed on a part of the batch and scaled up, so the
+    measurement stays short.
 
     Returns:
         ``(fp32_seconds, bf16_seconds)`` summed over the shapes, weighted by ``count``.
@@ -173,7 +173,7 @@ def time_blocks(
         spent = run(False) + run(True)  # warm-up (and the attention kernel measurement)
         times: tuple[list[float], list[float]] = ([], [])
         for rounds in range(9):
-            if rounds >= 2 and spent >= share:
+            if rounds >= 3 and spent >= share:
                 break
             for bf16 in (False, True) if rounds % 2 == 0 else (True, False):
                 elapsed = run(bf16)
@@ -181,7 +181,7 @@ def time_blocks(
                 spent += elapsed
         scale = shape.count * shape.batch / batch
         for i in (0, 1):
-            totals[i] += scale * statistics.median(times[i])
+            totals[i] += scale * min(times[i])
     return totals[0], totals[1]
 
 
