@@ -17,8 +17,12 @@ the maintainers' anchors (official code, measured on *their* Intel AMX machine) 
 
 JSON fields: ``img_per_s`` and ``step_s`` (median of the timed steps; a step is data + masks +
 forward + backward + AdamW + EMA), ``data_s`` (median augmentation + mask time), ``compile_s``
-(wall time of the warm-up steps, which includes compilation when compiled), ``peak_rss_mb``
-(the subprocess's maximum resident set after the timed steps, before the FLOP count),
+(wall time of the warm-up steps, which includes compilation when compiled), ``compiled_graphs``
+(graphs torch.compile built: one more per recompilation), ``slow_steps`` (timed steps over 3x
+the median: recompilations after the warm-up), ``every_step_s``, ``peak_rss_mb``
+(the subprocess's maximum resident set after the timed steps, before the FLOP count;
+``peak_rss_with_count_mb``: after the fp32 FLOP count and the extraction too, the figure this
+field used to report),
 ``peak_cuda_mb`` (``torch.cuda.max_memory_allocated`` of the steps, CUDA only),
 ``gflop_per_step`` (FlopCounterMode over one fp32 eager forward+backward), ``mfu_fp32`` /
 ``mfu_bf16`` (achieved model FLOP/s over the matrix-product peaks measured by the parent at
@@ -247,6 +251,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
     bench = build_bench(spec)
     step_times, cpu_times, data_times, kc, kt = [], [], [], [], []
+    every_step: list[float] = []
     t_start = time.perf_counter()
     warmup, steps = spec["warmup"], spec["steps"]
     compile_s = 0.0
@@ -259,6 +264,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         bench.step(images, me, mp)
         sync(bench.device)
         t2 = time.perf_counter()
+        every_step.append(t2 - t0)
         if step == warmup - 1:
             compile_s = t2 - t_start
         if step >= warmup:
@@ -268,6 +274,8 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
             kc.append(me.shape[-1])
             kt.append(mp.shape[-1])
     step_s = statistics.median(step_times)
+    # graphs compiled so far (torch._dynamo's own counter: a recompilation adds one)
+    graphs = int(torch._dynamo.utils.counters["stats"]["unique_graphs"]) if spec["compiled"] else 0
     # peak memory of the training steps, read before the fp32 FLOP count and the extraction runs
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cuda_mb = (
@@ -278,6 +286,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     gflop = count_gflop(bench)
     extract = extraction_rate(bench, spec["extract_repeats"])
     achieved = gflop * 1e9 / step_s
+    rss_all_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "workload": spec["workload"] or Path(spec["config"]).stem,
         "dtype": spec["dtype"],
@@ -287,7 +296,11 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         "cpu_s": round(statistics.median(cpu_times), 4),
         "data_s": round(statistics.median(data_times), 4),
         "compile_s": round(compile_s, 2),
+        "compiled_graphs": graphs,
+        "slow_steps": sum(t > 3 * step_s for t in step_times),
+        "every_step_s": [round(t, 3) for t in every_step],
         "peak_rss_mb": round(rss_kb / 1024, 1),
+        "peak_rss_with_count_mb": round(rss_all_kb / 1024, 1),
         "peak_cuda_mb": None if cuda_mb is None else round(cuda_mb, 1),
         "gflop_per_step": round(gflop, 2),
         "mfu_fp32": round(achieved / spec["peak_fp32"], 4),
