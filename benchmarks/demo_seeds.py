@@ -42,16 +42,18 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def demo_cmd(seed: int, out: Path, overrides: list[str]) -> list[str]:
-    """The ``ijepa demo`` command line of one seed."""
+def demo_cmd(seed: int, out: Path, overrides: list[str], flags: tuple[str, ...] = ()) -> list[str]:
+    """The ``ijepa demo`` command line of one seed (``flags``: demo options, e.g. --minutes)."""
     return [
         sys.executable, "-m", "ijepa", "-q", "demo", "--procs", "1", "--no-report",
-        "--max-minutes", "0", "--out", str(out), f"meta.seed={seed}",
+        "--max-minutes", "0", *flags, "--out", str(out), f"meta.seed={seed}",
         "logging.progress=false", *overrides,
     ]  # fmt: skip
 
 
-def run_all(seeds: list[int], overrides: list[str], parallel: int, root: Path) -> list[dict]:
+def run_all(
+    seeds: list[int], overrides: list[str], parallel: int, root: Path, flags: tuple[str, ...] = ()
+) -> list[dict]:
     """Run the seeds, ``parallel`` at a time; the demo's JSON summary of each, in seed order."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     pending = list(seeds)
@@ -61,7 +63,7 @@ def run_all(seeds: list[int], overrides: list[str], parallel: int, root: Path) -
         while pending and len(running) < parallel:
             seed = pending.pop(0)
             log = open(root / f"seed{seed}.log", "w")  # noqa: SIM115
-            cmd = demo_cmd(seed, root / f"seed{seed}", overrides)
+            cmd = demo_cmd(seed, root / f"seed{seed}", overrides, flags)
             running[seed] = (
                 subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
                 log,
@@ -88,6 +90,8 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=2, help="seeds run at a time (1 thread each)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
     ap.add_argument("--out", help="folder for the runs (default: a new temporary folder)")
+    ap.add_argument("--minutes", type=float, help="each demo's --minutes (default: the demo's, 5)")
+    ap.add_argument("--epochs", type=float, help="each demo's --epochs (a fixed schedule)")
     args = ap.parse_args()
     try:
         seeds = parse_seeds(args.seeds)
@@ -98,7 +102,9 @@ def main() -> None:
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="ijepa-demo-seeds-"))
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = run_all(seeds, args.set, args.parallel, root)
+    flags = [] if args.minutes is None else ["--minutes", f"{args.minutes:g}"]
+    flags += [] if args.epochs is None else ["--epochs", f"{args.epochs:g}"]
+    rows = run_all(seeds, args.set, args.parallel, root, tuple(flags))
     print(
         f"{'seed':>4} {'steps':>6} {'kNN tr':>7} {'rand':>6} {'raw':>6} {'gain':>6} "
         f"{'lin tr':>7} {'rand':>6} {'raw':>6} {'gain':>6} {'min':>5}"

@@ -179,9 +179,10 @@ class MetaConfig:
     """``ema`` (the target encoder is an EMA of the context encoder) or ``none`` (LeJEPA's
     EMA-free form: targets come from the context encoder's own full-image pass, with gradients;
     needs ``regularizer=sigreg``; see docs/variants.md)."""
-    target_layers: int = 1
+    target_layers: int | str = 1
     """Blocks of the target encoder the targets average: 1 (the paper: the last block, after the
-    final norm) or K > 1 (the mean of the last K blocks' outputs, each layer-normed)."""
+    final norm), K > 1 (the mean of the last K blocks' outputs, each layer-normed) or ``all``
+    (every block: the encoder's depth, or ``energy_steps`` with the energy backbone)."""
     regularizer: str = "none"
     """Anti-collapse term added to the loss: ``none`` (the paper) or ``sigreg`` (LeJEPA's sketched
     isotropic Gaussian regulariser of the context embeddings; see :mod:`ijepa.train.regularizers`)."""
@@ -241,6 +242,8 @@ class Config:
 
 #: Boolean keys that also take the string ``auto`` (decided by measurement at run time).
 _BOOL_OR_AUTO = frozenset({"meta.use_bfloat16"})
+#: Integer keys that also take the string ``all``.
+_INT_OR_ALL = frozenset({"meta.target_layers"})
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "mask.mode": ("default", "official"),
@@ -304,6 +307,8 @@ def _set_field(
     value = _coerce(value, hints[key], f"{source}: {full}")
     if full in _BOOL_OR_AUTO and isinstance(value, str) and value != "auto":
         raise ConfigError(f"{source}: {full}: expected true or false (or auto), got {value!r}")
+    if full in _INT_OR_ALL and isinstance(value, str) and value != "all":
+        raise ConfigError(f"{source}: {full}: expected an integer (or all), got {value!r}")
     choices = _CHOICES.get(full)
     if choices is not None and value is not None and value not in choices:
         raise ConfigError(f"{source}: {full} must be one of {', '.join(choices)}; got {value!r}")

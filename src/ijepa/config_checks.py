@@ -71,10 +71,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optimization.max_steps must be >= 1, got {o.max_steps}")
     if cfg.meta.patch_init_std is not None and not cfg.meta.patch_init_std > 0:
         raise ConfigError(f"meta.patch_init_std must be > 0, got {cfg.meta.patch_init_std}")
-    depth = cfg.meta.enc_depth
-    if cfg.meta.target_layers < 1 or (depth is not None and cfg.meta.target_layers > depth):
+    layers = cfg.meta.target_layers
+    depth = cfg.meta.energy_steps if cfg.meta.backbone == "energy" else cfg.meta.enc_depth
+    if layers != "all" and (
+        not isinstance(layers, int) or layers < 1 or (depth is not None and layers > depth)
+    ):
         raise ConfigError(
-            f"meta.target_layers must be in [1, encoder depth], got {cfg.meta.target_layers}"
+            f"meta.target_layers must be 'all' or in [1, encoder depth"
+            f"{'' if depth is None else f' = {depth}'}], got {layers!r}"
         )
     if cfg.meta.reg_slices < 1:
         raise ConfigError(f"meta.reg_slices must be >= 1, got {cfg.meta.reg_slices}")
@@ -124,15 +128,10 @@ def _validate_variants(cfg: Config) -> None:
                 f"mask.fixed_sizes applies to mask.strategy=multiblock only (the {m.strategy} "
                 "strategy's sizes are fixed per batch already)"
             )
-    if meta.target_layers > 1 and (meta.target != "latent" or meta.teacher != "ema"):
+    if meta.target_layers != 1 and (meta.target != "latent" or meta.teacher != "ema"):
         raise ConfigError(
-            "meta.target_layers > 1 averages the EMA target encoder's blocks; it does not go "
+            "meta.target_layers other than 1 averages the EMA target encoder's blocks; it does not go "
             f"with meta.target={meta.target} / meta.teacher={meta.teacher}"
-        )
-    if meta.backbone == "energy" and meta.target_layers > meta.energy_steps:
-        raise ConfigError(
-            f"meta.target_layers ({meta.target_layers}) must be at most meta.energy_steps "
-            f"({meta.energy_steps}) with meta.backbone=energy (its layers are descent steps)"
         )
     if m.pad:
         clash = [

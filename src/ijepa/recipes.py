@@ -80,7 +80,7 @@ def _small_cpu() -> Config:
     # (2 target blocks instead of 4, or 4 of scale 0.10-0.15: no change; SIGReg weight 0.03:
     # 0.66 / 0.71; LR 2e-3: 0.59 / 0.68.) The old preset collapsed on 28 px digits (probe
     # rank 3.3, kNN 15 points below its random init).
-    cfg.meta.target_layers = 4
+    cfg.meta.target_layers = "all"
     cfg.meta.regularizer = "sigreg"
     cfg.meta.reg_on = "tokens"
     cfg.meta.reg_weight = 0.01

@@ -50,7 +50,7 @@ def test_every_variant_validates() -> None:
         (["meta.target=pixels", "meta.target_layers=2"], "does not go"),
         (
             ["meta.backbone=energy", "meta.energy_steps=2", "meta.target_layers=3"],
-            "at most meta.energy_steps",
+            "encoder depth = 2",
         ),
         (["meta.energy_steps=0"], "meta.energy_steps must be >= 1"),
         (["meta.energy_step_size=0"], "meta.energy_step_size must be > 0"),
@@ -60,3 +60,19 @@ def test_bad_variant_settings_are_clear(overrides: list[str], needle: str) -> No
     with pytest.raises(ConfigError) as err:
         _validated(*overrides)
     assert needle in str(err.value)
+
+
+def test_target_layers_all_is_the_encoder_depth() -> None:
+    """``meta.target_layers=all`` averages every block, whatever the depth; other words are refused."""
+    from ijepa.models.jepa import encoder_depth
+    from ijepa.train.setup import target_layers_of
+
+    cfg = _validated("meta.target_layers=all", "meta.enc_depth=3")
+    assert cfg.meta.target_layers == "all"
+    assert target_layers_of(cfg, {"model_name": "vit_tiny", "enc_depth": 3}) == 3
+    assert target_layers_of(cfg, {"model_name": "vit_small"}) == 12
+    assert encoder_depth({"backbone": "energy", "energy_steps": 5}) == 5
+    with pytest.raises(ConfigError, match="expected an integer"):
+        _validated("meta.target_layers=some")
+    with pytest.raises(ConfigError, match="in \\[1, 12\\]"):
+        target_layers_of(_validated("meta.target_layers=13"), {"model_name": "vit_small"})

@@ -5,6 +5,7 @@ W&B run. W&B runs offline."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -78,7 +79,12 @@ def test_trackers_get_the_metrics_records_and_alarms(tmp_path, monkeypatch) -> N
         assert by_step[rec["step"]]["lr"] == rec["lr"]
     assert by_step[2]["alarm"] == "test alarm: target std too low"
     assert config["data"]["batch_size"] == 16
-    run_ids = {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}
+    # folders are offline-run-<time>-<run id>, with "-1", "-2" added when two share a second
+    names = [p.name for p in (run / "wandb").glob("offline-run-*")]
+    run_ids = {
+        re.fullmatch(r"offline-run-\d{8}_\d{6}-([a-z0-9]+)(-\d+)?", n).group(1) for n in names
+    }
+    assert len(names) == 2
     assert len(run_ids) == 1  # the resumed training continued the same W&B run
 
 

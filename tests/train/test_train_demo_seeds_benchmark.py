@@ -42,7 +42,7 @@ def test_bad_seeds_exit_with_one_line():
 def test_two_tiny_seeds_end_to_end(tmp_path):
     cmd = [
         sys.executable, str(SCRIPT), "--seeds", "0,1", "--parallel", "2", "--out", str(tmp_path),
-        "--set", "data.dataset=embedded:256", "--set", "optimization.epochs=1",
+        "--set", "data.dataset=embedded:256", "--epochs", "1",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -64,6 +64,15 @@ def build_encoder(
     )
 
 
+def encoder_depth(model_args: dict[str, Any]) -> int:
+    """Blocks of the encoder ``model_args`` describe (descent steps for ``backbone: energy``)."""
+    if model_args.get("backbone", "vit") == "energy":
+        return int(model_args["energy_steps"])
+    if model_args.get("enc_depth") is not None:
+        return int(model_args["enc_depth"])
+    return int(VIT_SIZES[model_args["model_name"].lower().removeprefix("vit_")]["depth"])
+
+
 def _energy_encoder(model_args: dict[str, Any], drop_path_rate: float) -> EnergyTransformer:
     """The Energy Transformer of ``model_args``: width and heads from the size or the overrides."""
     if drop_path_rate > 0:

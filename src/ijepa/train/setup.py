@@ -20,6 +20,7 @@ from ijepa import sharded_checkpoint as sharded
 from ijepa.config import Config, ConfigError, save_config
 from ijepa.dist import DistContext, DistInfo
 from ijepa.models import JEPAModels, build_models
+from ijepa.models.jepa import encoder_depth
 from ijepa.train.build import (
     Batch,
     TrainBatches,
@@ -189,6 +190,8 @@ class Run:
     bf16: bool = False
     """Whether the steps run under bf16 autocast (``meta.use_bfloat16``, ``auto`` resolved)."""
     objective: Objective | None = None
+    target_layers: int = 1
+    """Blocks the targets average (``meta.target_layers``, ``all`` resolved to the depth)."""
 
     def step(self, step: int, batch: Batch) -> StepOutput:
         """One optimisation step (:func:`~ijepa.train.step.train_step`) on the batch of ``step``."""
@@ -207,7 +210,7 @@ class Run:
             reg_weight=self.cfg.meta.reg_weight,
             step=step,
             objective=self.objective,
-            target_layers=self.cfg.meta.target_layers,
+            target_layers=self.target_layers,
             valid_enc=batch.valid_enc,
             valid_pred=batch.valid_pred,
         )
@@ -290,7 +293,19 @@ def start_run(cfg: Config, ctx: DistContext, phase: Phase) -> Run:
         build_regularizer(cfg),
         bf16=bf16,
         objective=objective_of(cfg),
+        target_layers=target_layers_of(cfg, model_args),
     )
+
+
+def target_layers_of(cfg: Config, model_args: dict[str, Any]) -> int:
+    """``meta.target_layers`` as a count of blocks (``all``: the encoder's depth)."""
+    depth = encoder_depth(model_args)
+    layers = cfg.meta.target_layers
+    if layers == "all":
+        return depth
+    if not isinstance(layers, int) or not 1 <= layers <= depth:
+        raise ConfigError(f"meta.target_layers must be 'all' or in [1, {depth}], got {layers!r}")
+    return layers
 
 
 def objective_of(cfg: Config) -> Objective | None:

@@ -1,0 +1,51 @@
+"""The speed benchmarks run end to end on a tiny workload (``--quick``): ``throughput.py`` with
+fixed mask sizes and the shared-context predictor, and the official-step driver's refusal to run
+without an official work tree (the official code itself is not part of this repository)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, check=False
+    )
+
+
+@pytest.mark.slow
+def test_throughput_quick_with_speed_options() -> None:
+    proc = _run(
+        "benchmarks/throughput.py",
+        "--quick",
+        "--dtypes",
+        "fp32",
+        "--threads",
+        "1",
+        "--set",
+        "mask.fixed_sizes=true",
+        "--set",
+        "meta.pred_shared_context=true",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["img_per_s"] > 0 and row["gflop_per_step"] > 0
+    assert row["peak_rss_mb"] <= row["peak_rss_with_count_mb"]
+    assert len(row["every_step_s"]) == row["steps"] + row["warmup"]
+
+
+def test_vs_official_needs_the_official_tree(tmp_path: Path) -> None:
+    proc = _run("benchmarks/vs_official.py", "--official", str(tmp_path))
+    assert proc.returncode != 0
+    assert "facebookresearch/ijepa work tree" in proc.stderr
