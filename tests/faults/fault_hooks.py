@@ -165,8 +165,8 @@ def _install_bad_loss(spec: dict[str, Any]) -> None:
     bad_steps = set(spec["steps"])
     factor = float(spec["value"])
 
-    def bad_loss(pred: Any, target: Any, kind: str = "smooth_l1") -> Any:
-        loss = real_loss(pred, target, kind)
+    def bad_loss(*args: Any, **kwargs: Any) -> Any:  # whatever the loss's signature
+        loss = real_loss(*args, **kwargs)
         i = calls["n"]
         calls["n"] += 1
         # one loss per step: call i of a fresh run is step i
