@@ -208,3 +208,20 @@ def test_feature_set_recomputes_only_when_stale(tmp_path: os.PathLike[str]) -> N
     # The file now holds the recomputed features with the new metadata.
     assert FeatureSet(path, meta).load() is None
     assert json.dumps({k: v.tolist() for k, v in other.items()})
+
+
+def test_fingerprint_of_a_sharded_checkpoint_folder(tmp_path) -> None:
+    """A ``.dcp`` folder (and the ``latest`` symlink to it) is fingerprinted by its files."""
+    folder = tmp_path / "jepa-step00000004.dcp"
+    folder.mkdir()
+    (folder / "__0_0.distcp").write_bytes(b"a" * 10)
+    (folder / "ijepa.json").write_text("{}")
+    link = tmp_path / "jepa-latest.dcp"
+    link.symlink_to(folder.name)
+    first = checkpoint_fingerprint(link)
+    assert first == checkpoint_fingerprint(folder)
+    assert first["checkpoint_size"] == 12 and first["checkpoint"] == str(folder.resolve())
+    (folder / "__1_0.distcp").write_bytes(b"b")
+    assert checkpoint_fingerprint(link)["checkpoint_size"] == 13
+    with pytest.raises(FileNotFoundError):
+        checkpoint_fingerprint(tmp_path / "missing.dcp")

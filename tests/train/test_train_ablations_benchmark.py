@@ -91,7 +91,7 @@ def test_bad_input_is_one_line(argv: list[str], needle: str) -> None:
 def test_two_variants_end_to_end_and_reuse(tmp_path: Path) -> None:
     cmd = [
         sys.executable, str(SCRIPT), "--quick", "--data", "embedded",
-        "--variants", "i-jepa,raster", "--minutes", "0.8", "--train-images", "1000",
+        "--variants", "i-jepa,raster", "--minutes", "1.0", "--train-images", "1000",
         "--test-images", "200", "--out", str(tmp_path), "--nice", "0",
         "--set", "data.batch_size=16",
     ]  # fmt: skip

@@ -40,8 +40,22 @@ def _normalise(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def checkpoint_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Identify a checkpoint file by resolved path, modification time (ns) and size (bytes)."""
+    """Identify a checkpoint by resolved path, modification time (ns) and size (bytes).
+
+    A sharded checkpoint (a ``.dcp`` folder, possibly behind the ``latest`` symlink) is identified
+    by its resolved folder, the newest modification time and the total size of its files.
+    """
     p = Path(path)
+    if p.is_dir():
+        files = [f for f in sorted(p.resolve().rglob("*")) if f.is_file()]
+        if not files:
+            raise FileNotFoundError(f"checkpoint folder holds no files: {p}")
+        stats = [f.stat() for f in files]
+        return {
+            "checkpoint": str(p.resolve()),
+            "checkpoint_mtime_ns": max(s.st_mtime_ns for s in stats),
+            "checkpoint_size": sum(s.st_size for s in stats),
+        }
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint not found: {p}")
     stat = p.stat()
