@@ -66,7 +66,7 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         "pixels",
-        ("meta.target=pixels",),
+        ("meta.target=pixels", "meta.target_layers=1"),  # pixels have no encoder blocks
         "lower",
         "I-JEPA Table 7 (ViT-L/16, 1 % IN-1k linear): pixel targets 40.7 vs 66.9",
     ),
@@ -90,7 +90,7 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         "lejepa",
-        ("meta.teacher=none", "meta.regularizer=sigreg"),
+        ("meta.teacher=none", "meta.regularizer=sigreg", "meta.target_layers=1"),
         "higher",
         "EMA-free with SIGReg (LeJEPA): 87 % vs I-JEPA 34 % linear, ViT-S/16 on Imagenette "
         "(the public benchmark cited in issue 15)",

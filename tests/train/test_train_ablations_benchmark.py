@@ -126,3 +126,14 @@ def test_mask_padding_benchmark_quick() -> None:
         [sys.executable, str(script), "--preset", "nope"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "unknown --preset" in bad.stderr
+
+
+@pytest.mark.parametrize("preset_name", ["demo", "small-cpu"])
+def test_every_variant_is_a_valid_config_of_every_preset(preset_name: str) -> None:
+    """Each row's overrides on the presets the script uses pass the config checks (the
+    small-cpu preset averages every block, which pixel targets and no teacher must undo)."""
+    from ijepa.config import apply_overrides, validate
+    from ijepa.recipes import preset
+
+    for variant in _load().VARIANTS:
+        validate(apply_overrides(preset(preset_name), list(variant.overrides)))
