@@ -149,3 +149,14 @@ def test_deterministic_pins_sdpa(tmp_path: Path) -> None:
     result = train(cfg)
     attns = [m for m in result.models.encoder.modules() if isinstance(m, Attention)]
     assert attns and all(m.attn_impl == "sdpa" for m in attns)
+
+
+def test_block_shapes_of_an_energy_backbone() -> None:
+    """The energy backbone has no blocks: its descent steps stand in for them (it crashed)."""
+    models = build_models(
+        {**ARGS, "backbone": "energy", "energy_steps": 3, "energy_step_size": 0.1}
+    )
+    me = torch.zeros(1, 8, 10, dtype=torch.long)
+    mp = torch.zeros(4, 8, 3, dtype=torch.long)
+    target, context, _ = step_block_shapes(models, 8, me, mp)
+    assert (target.dim, target.count, context.count) == (48, 3, 3)

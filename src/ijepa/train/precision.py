@@ -40,7 +40,9 @@ def step_block_shapes(
     enc, pred = models.encoder, models.predictor
     nenc, kc = masks_enc.shape[0], masks_enc.shape[-1]
     m, kt = masks_pred.shape[0], masks_pred.shape[-1]
-    e = _dims(enc, enc.embed_dim, len(enc.blocks), enc.num_heads)
+    # ``depth``: a ViT's blocks, or the energy backbone's descent steps (timed as ViT blocks of
+    # its width: a proxy, both are attention plus width-sized matrix products)
+    e = _dims(enc, enc.embed_dim, enc.depth, enc.num_heads)
     p = _dims(pred, pred.predictor_embed_dim, len(pred.predictor_blocks), pred.num_heads)
     if getattr(pred, "shared_context", False):  # context once, then the M blocks' tokens
         pred_shape = BlockShape(tokens=kc + m * kt, batch=nenc * batch_size, **p)
