@@ -64,7 +64,10 @@ def test_summary_pairs_seeds_with_the_baseline_and_writes_a_table() -> None:
     }  # fmt: skip
     text = ab.markdown(summary, meta)
     assert "2.5 min of pretraining per run" in text and "test CPU" in text
-    assert "| pixels | `meta.target=pixels` `meta.target_layers=1` | 0.575 ± 0.106 | 0.575 ± 0.106 |" in text
+    assert (
+        "| pixels | `meta.target=pixels` `meta.target_layers=1` | 0.575 ± 0.106 | 0.575 ± 0.106 |"
+        in text
+    )
     assert "-7.5 | below baseline | yes |" in text
     assert "*raw pixels*" in text and "reproduced yes" in text
 
