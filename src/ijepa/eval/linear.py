@@ -1,8 +1,11 @@
 """Linear probing on cached frozen features: a grid of heads trained together.
 
 The grid is every (feature entry, learning rate) pair, e.g. ``{"avg", "avg4"} x 4 lrs`` = 8
-linear heads. Each feature entry is standardised with the mean/std of the training rows (the
-train split minus the validation rows). All heads see the same shuffled mini-batches in one pass
+linear heads. Each feature entry is whitened (PCA, eigenvalues floored at 1e-3 of the largest;
+``ijepa.eval.heads.whitener``) with the statistics of the training rows (the train split minus the
+validation rows); entries wider than ``WHITEN_MAX_FEATURES``, entries with fewer than
+``WHITEN_MIN_ROWS_PER_FEATURE`` training rows per feature, and ``whiten=False`` use per-feature
+standardisation instead (the result's ``preprocess`` says which). Why: see ``ijepa.eval.heads``. All heads see the same shuffled mini-batches in one pass
 per epoch; the loss is the sum of the heads' cross-entropies, so each head gets its own gradient.
 Optimiser: AdamW (weight decay on the weights only) with a per-head learning rate on a cosine
 schedule from ``lr`` to 0 over all steps (``ijepa.eval.heads``). Heads start at zero (the
@@ -27,7 +30,16 @@ import torch
 from torch import Tensor
 
 from ijepa.eval.checks import check_features, check_split_labels, feature_keys
-from ijepa.eval.heads import HeadGrid, HeadScores, evaluate_heads, standardiser, train_heads
+from ijepa.eval.heads import (
+    WHITEN_MAX_FEATURES,
+    WHITEN_MIN_ROWS_PER_FEATURE,
+    HeadGrid,
+    HeadScores,
+    evaluate_heads,
+    standardiser,
+    train_heads,
+    whitener,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,16 +93,38 @@ def stratified_split(
     return torch.nonzero(~is_val).flatten(), val_idx
 
 
+def whitens(features: int, rows: int, whiten: bool) -> bool:
+    """Whether an entry of ``features`` columns fitted on ``rows`` rows is whitened.
+
+    Only with ``whiten``, at most ``WHITEN_MAX_FEATURES`` features and at least
+    ``WHITEN_MIN_ROWS_PER_FEATURE`` rows per feature; otherwise it is standardised.
+    """
+    return (
+        whiten
+        and features <= WHITEN_MAX_FEATURES
+        and rows >= WHITEN_MIN_ROWS_PER_FEATURE * features
+    )
+
+
+def _transform(x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+    """``(x - mean) @ scale`` for a whitening matrix, ``(x - mean) / scale`` for per-feature std."""
+    return (x - mean) @ scale if scale.dim() == 2 else (x - mean) / scale
+
+
 def _prepare(
-    feats: Mapping[str, Tensor], keys: Sequence[str], rows: Tensor, device: torch.device
+    feats: Mapping[str, Tensor],
+    keys: Sequence[str],
+    rows: Tensor,
+    device: torch.device,
+    whiten: bool = True,
 ) -> tuple[dict[str, Tensor], dict[str, tuple[Tensor, Tensor]]]:
-    """Select ``rows`` of each entry, fit a standardiser on them and apply it."""
+    """Select ``rows`` of each entry, fit a whitener (or standardiser) on them and apply it."""
     out, stats = {}, {}
     for key in keys:
         x = feats[key][rows].to(device, torch.float32)
-        mean, std = standardiser(x)
-        stats[key] = (mean, std)
-        out[key] = (x - mean) / std
+        fit = whitener if whitens(x.shape[1], x.shape[0], whiten) else standardiser
+        stats[key] = fit(x)
+        out[key] = _transform(x, *stats[key])
     return out, stats
 
 
@@ -104,8 +138,7 @@ def _apply(
     out = {}
     for key in keys:
         x = feats[key] if rows is None else feats[key][rows]
-        mean, std = stats[key]
-        out[key] = (x.to(device, torch.float32) - mean) / std
+        out[key] = _transform(x.to(device, torch.float32), *stats[key])
     return out
 
 
@@ -125,6 +158,7 @@ def linear_probe(
     num_classes: int | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    whiten: bool = True,
 ) -> dict[str, Any]:
     """Train a grid of linear heads on frozen features and report the best head's test accuracy.
 
@@ -145,6 +179,8 @@ def linear_probe(
         num_classes: Number of classes; ``None`` infers ``max(label) + 1``.
         seed: Seeds the validation split and the shuffles.
         device: Where to train.
+        whiten: PCA-whiten each entry that :func:`whitens` allows (default);
+            ``False`` standardises every entry per feature (the earlier protocol).
 
     Returns:
         ``{"method": "linear", "top1", "top5" (test, chosen head, fractions), "best": {"pooling",
@@ -187,7 +223,8 @@ def linear_probe(
             f"(val_fraction={val_fraction}, {n_train} training rows): raise val_fraction or "
             "give a single lr and a single feature key"
         )
-    fit_x, stats = _prepare(train_d, chosen, fit_idx, dev)
+    fit_x, stats = _prepare(train_d, chosen, fit_idx, dev, whiten)
+    preprocess = {key: "whiten" if stats[key][1].dim() == 2 else "standardise" for key in chosen}
     fit_y = train_y[fit_idx].to(dev)
     grid = HeadGrid([(key, train_d[key].shape[1], lr_list) for key in chosen], num_classes).to(dev)
     fit = functools.partial(
@@ -214,7 +251,7 @@ def linear_probe(
     best_key, best_lr = heads[best]
     if refit and val_idx.numel() > 0:
         all_idx = torch.arange(n_train)
-        fit_x, stats = _prepare(train_d, [best_key], all_idx, dev)
+        fit_x, stats = _prepare(train_d, [best_key], all_idx, dev, whiten)
         grid = HeadGrid([(best_key, train_d[best_key].shape[1], [best_lr])], num_classes).to(dev)
         fit(grid, fit_x, train_y.to(dev))
         test_scores = evaluate_heads(
@@ -248,6 +285,7 @@ def linear_probe(
         "top5_k": min(5, num_classes),
         "best": {"pooling": best_key, "lr": best_lr, "val_top1": bv1, "val_loss": bvloss},
         "grid": grid_report,
+        "preprocess": preprocess,
         "optimizer": "adamw",
         "schedule": "cosine",
         "epochs": epochs,
