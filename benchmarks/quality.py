@@ -17,6 +17,10 @@ that fits in what is left of the budget sets ``optimization.epochs``/``ipe_scale
 warm-up *fraction* is kept). ``optimization.time_limit_min`` is a hard stop at the budget should
 the machine slow down (the run then stops before its schedule ends: ``time_limit_reached``).
 
+``--evaluate RUN`` skips training and evaluates a finished run folder again with today's
+protocols (after a change to a probe), keeping its training facts; the record goes to
+``RUN/quality-reevaluated.json`` and stdout.
+
 Progress goes to stderr; the last stdout line is one JSON object (accuracies are fractions):
 ``minutes`` (pretraining wall minutes, calibration included), ``linear``, ``knn``,
 ``lowshot_1pct`` (+ ``_std``) for the trained encoder's average-pooled features (the paper's
@@ -232,8 +236,100 @@ def _best(res: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the benchmark
+def evaluate_encoders(
+    target_encoder: torch.nn.Module,
+    model_args: dict[str, Any],
+    cfg: Config,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    *,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Every score of the record: trained, random init and raw pixels, each readout, and the
+    protocol (``linear_best``, ``protocol``)."""
+    size = cfg.data.crop_size
+    trained = encoder_results(
+        target_encoder, train_set, test_set, img_size=size, seed=seed, progress=progress
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        random_enc = build_encoder(model_args, attn_impl=cfg.meta.attn_impl)
+    random = encoder_results(
+        random_enc, train_set, test_set, img_size=size, seed=seed, progress=progress
+    )
+    raw = probe_all(
+        pixel_features(train_set),
+        pixel_features(test_set),
+        knn_key="pixels",
+        keys=("pixels",),
+        seed=seed,
+        device=next(target_encoder.parameters()).device,
+    )
+    return {
+        **_flat_scores("", trained["avg"]),
+        **_flat_scores("raw_", raw),
+        **_flat_scores("random_", random["avg"]),
+        **_flat_scores("grid_", trained["grid"]),
+        **_flat_scores("random_grid_", random["grid"]),
+        **_flat_scores("flat_", trained["flat"]),
+        **_flat_scores("random_flat_", random["flat"]),
+        "linear_best": {
+            "trained": {r: _best(trained[r]) for r in READOUTS},
+            "random": {r: _best(random[r]) for r in READOUTS},
+            "raw": _best(raw),
+        },
+        "protocol": _protocol_settings(trained["avg"]),
+    }
+
+
+def reevaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate a finished run of this benchmark again with today's protocols (``--evaluate``).
+
+    Reads ``RUN/quality.json`` (the data, preset, overrides, seed and image counts the run used)
+    and the target encoder of ``RUN/jepa-latest.pth.tar``; the training facts (steps, minutes,
+    collapse) are kept, every score is recomputed. Writes ``RUN/quality-reevaluated.json``.
+    """
+    from ijepa.compat.formats import read_encoder
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    run_dir = Path(args.evaluate)
+    record_path, ckpt = run_dir / "quality.json", run_dir / "jepa-latest.pth.tar"
+    for need in (record_path, ckpt):
+        if not need.is_file():
+            raise QualityError(f"--evaluate {run_dir}: {need.name} is missing (not a finished run)")
+    old = json.loads(record_path.read_text())
+    progress = not args.no_progress
+    cfg, _ = build_config(
+        old["data"],
+        old["preset"],
+        old["overrides"],
+        seed=old["seed"],
+        train_images=old["train_images"],
+        progress=progress,
+    )
+    train_set, test_set = load_sets(cfg, old["test_images"])
+    encoder, _meta = read_encoder(ckpt, which="target")
+    encoder.eval()
+    t0 = time.perf_counter()
+    scores = evaluate_encoders(
+        encoder, old["model"], cfg, train_set, test_set, seed=old["seed"], progress=progress
+    )
+    record = {
+        **old,
+        **scores,
+        "eval_minutes": round((time.perf_counter() - t0) / 60.0, 3),
+        "reevaluated": {"from": str(record_path), "threads": torch.get_num_threads()},
+    }
+    (run_dir / "quality-reevaluated.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Calibrate, pretrain within the budget, evaluate; returns the JSON record."""
+    if args.evaluate is not None:
+        return reevaluate(args)
     if not args.minutes > 0:
         raise QualityError(f"--minutes must be > 0, got {args.minutes}")
     for name in ("train_images", "test_images"):
@@ -307,28 +403,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_done = time.perf_counter()
     pretrain_min = (t_done - clock0) / 60.0
 
-    size = cfg.data.crop_size
-    trained = encoder_results(
+    scores = evaluate_encoders(
         result.models.target_encoder,
+        result.model_args,
+        cfg,
         train_set,
         test_set,
-        img_size=size,
         seed=args.seed,
         progress=progress,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed + 1)
-        random_enc = build_encoder(result.model_args, attn_impl=cfg.meta.attn_impl)
-    random = encoder_results(
-        random_enc, train_set, test_set, img_size=size, seed=args.seed, progress=progress
-    )
-    raw = probe_all(
-        pixel_features(train_set),
-        pixel_features(test_set),
-        knn_key="pixels",
-        keys=("pixels",),
-        seed=args.seed,
-        device=next(result.models.target_encoder.parameters()).device,
     )
     eval_min = (time.perf_counter() - t_done) / 60.0
     collapse = collapse_summary(result.history)
@@ -336,13 +418,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ips = [rec["img_per_s"] for rec in result.history]
     record: dict[str, Any] = {
         "minutes": round(pretrain_min, 3),
-        **_flat_scores("", trained["avg"]),
-        **_flat_scores("raw_", raw),
-        **_flat_scores("random_", random["avg"]),
-        **_flat_scores("grid_", trained["grid"]),
-        **_flat_scores("random_grid_", random["grid"]),
-        **_flat_scores("flat_", trained["flat"]),
-        **_flat_scores("random_flat_", random["flat"]),
+        **scores,
         "budget_minutes": args.minutes,
         "calibration_minutes": round(cal.seconds / 60.0, 3),
         "train_minutes": round((t_done - t_train) / 60.0, 3),
@@ -360,12 +436,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "test_images": len(test_set),
         "num_classes": train_set.num_classes,
         "model": result.model_args,
-        "linear_best": {
-            "trained": {r: _best(trained[r]) for r in READOUTS},
-            "random": {r: _best(random[r]) for r in READOUTS},
-            "raw": _best(raw),
-        },
-        "protocol": _protocol_settings(trained["avg"]),
         "collapse": collapse_message(collapse),
         "min_late_probe_rank": collapse["min_late_probe_rank"],
         "collapsed": collapse["collapsed"],
@@ -420,6 +490,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibration-steps", type=int, default=12)
     p.add_argument("--quick", action="store_true", help="CI mode: 0.3 min, 2000/500 images")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--evaluate",
+        metavar="RUN",
+        default=None,
+        help="evaluate a finished run folder of this benchmark again (no training)",
+    )
     args = p.parse_args(argv)
     for key, value in QUICK.items():
         if args.quick and getattr(args, key) is None:

@@ -152,3 +152,23 @@ def test_quick_run_reports_every_figure_within_the_budget(tmp_path):
     assert wall / 60 >= record["minutes"] + record["eval_minutes"] - 1e-3
     assert json.loads((out / "quality.json").read_text()) == record
     assert (out / "metrics.jsonl").exists() and (out / "config.yaml").exists()
+    # --evaluate: the finished run evaluated again, without training, gives the same scores
+    again = subprocess.run(
+        [sys.executable, str(SCRIPT), "--evaluate", str(out), "--threads", "1", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads(again.stdout.strip().splitlines()[-1])
+    assert second["steps"] == record["steps"] and second["reevaluated"]["threads"] == 1
+    for key in ACCURACIES:
+        assert second[key] == pytest.approx(record[key], abs=1e-3), key
+    assert json.loads((out / "quality-reevaluated.json").read_text()) == second
+
+
+def test_evaluate_needs_a_finished_run(tmp_path, capsys):
+    assert quality.main(["--evaluate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "quality.json is missing (not a finished run)" in err
