@@ -35,39 +35,17 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import itertools
 
 import quality as q
 
-from ijepa.config import Config, apply_overrides
 from ijepa.hardware import cpu_name
 from ijepa.models import build_encoder
+from ijepa.train import budget
 from ijepa.train.loop import train
 
 logger = logging.getLogger("quality_pairs")
 
 CALIBRATION_STEPS = 14
-CALIBRATION_LOG_EVERY = 4  # records at steps 4, 8, 12: two 4-step gaps after a 4-step warm-up
-
-
-def cpu_seconds_per_step(cfg: Config) -> float:
-    """Median process CPU seconds per step of ``cfg`` (a throwaway run of a few steps)."""
-    stamps: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="ijepa-pairs-calibration-") as folder:
-        probe = apply_overrides(
-            cfg,
-            [
-                f"logging.folder={folder}",
-                f"optimization.max_steps={CALIBRATION_STEPS}",
-                f"logging.log_every={CALIBRATION_LOG_EVERY}",
-                "logging.checkpoint_every=0",
-                "logging.keep_every=0",
-                "logging.progress=false",
-            ],
-        )
-        train(probe, on_log=lambda rec: stamps.append(time.process_time()))
-    gaps = [(b - a) / CALIBRATION_LOG_EVERY for a, b in itertools.pairwise(stamps)]
-    return statistics.median(gaps)
 
 
 def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +62,7 @@ def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
     train_set, test_set = q.load_sets(cfg, spec["test_images"])
     ipe = len(train_set) // cfg.data.batch_size
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    per_step = cpu_seconds_per_step(cfg)
+    per_step = budget.calibrate(cfg, CALIBRATION_STEPS, limit_min=10_000.0).cpu_step_s
     cal_cpu = time.process_time() - cpu0
     steps = max(1, int((60.0 * spec["cpu_minutes"] - cal_cpu) / per_step))
     folder = Path(spec["out"])

@@ -52,6 +52,9 @@ class Calibration:
     seconds: float
     """The calibration's own wall time."""
     steps: int
+    cpu_step_s: float = 0.0
+    """Process CPU seconds per step: ``step_s`` times the CPU-to-wall ratio of the timed steps
+    (for budgets in CPU time, which stay fair when other jobs share the machine)."""
 
 
 def calibrate(cfg: Config, steps: int, limit_min: float) -> Calibration:
@@ -59,6 +62,7 @@ def calibrate(cfg: Config, steps: int, limit_min: float) -> Calibration:
     from ijepa.train.loop import train  # the loop imports this package's modules
 
     stamps: list[tuple[float, float]] = []  # (time of the record, the record's img_per_s)
+    cpu: list[float] = []  # process CPU time at each record
     with tempfile.TemporaryDirectory(prefix="ijepa-calibration-") as folder:
         probe = apply_overrides(
             cfg,
@@ -74,7 +78,12 @@ def calibrate(cfg: Config, steps: int, limit_min: float) -> Calibration:
             ],
         )
         t0 = time.perf_counter()
-        train(probe, on_log=lambda rec: stamps.append((time.perf_counter(), rec["img_per_s"])))
+
+        def on_log(rec: dict) -> None:
+            stamps.append((time.perf_counter(), rec["img_per_s"]))
+            cpu.append(time.process_time())
+
+        train(probe, on_log=on_log)
         t1 = time.perf_counter()
     timed = stamps[WARMUP_STEPS:]
     if len(timed) < 2:
@@ -84,6 +93,8 @@ def calibrate(cfg: Config, steps: int, limit_min: float) -> Calibration:
         )
     step_s = statistics.median(cfg.data.batch_size / ips for _, ips in timed)
     gaps = [b - a for (a, _), (b, _) in itertools.pairwise(timed)]
+    wall = timed[-1][0] - timed[0][0]
+    cpu_share = (cpu[-1] - cpu[WARMUP_STEPS]) / wall if wall > 0 else 1.0
     return Calibration(
         step_s=step_s,
         log_s=max(0.0, statistics.median(gaps) - step_s),
@@ -91,6 +102,7 @@ def calibrate(cfg: Config, steps: int, limit_min: float) -> Calibration:
         checkpoint_s=max(0.0, t1 - stamps[-1][0]),
         seconds=t1 - t0,
         steps=len(stamps),
+        cpu_step_s=step_s * cpu_share,
     )
 
 
