@@ -104,6 +104,26 @@ def build_config(
     return cfg, name
 
 
+def config_and_sets(
+    spec: dict[str, Any], *, progress: bool
+) -> tuple[Config, str, ImageSet, ImageSet]:
+    """The config, preset name and (train, test) sets of a record or job spec.
+
+    ``spec`` holds ``data``, ``preset``, ``overrides``, ``seed``, ``train_images`` and
+    ``test_images``, as this benchmark's records and ``quality_pairs.py``'s jobs do.
+    """
+    cfg, preset_name = build_config(
+        spec["data"],
+        spec["preset"],
+        spec["overrides"],
+        seed=spec["seed"],
+        train_images=spec["train_images"],
+        progress=progress,
+    )
+    train_set, test_set = load_sets(cfg, spec["test_images"])
+    return cfg, preset_name, train_set, test_set
+
+
 def load_sets(cfg: Config, test_images: int | None) -> tuple[ImageSet, ImageSet]:
     """The labelled train set (the pretraining images) and the test set, in memory."""
     spec = dataset_spec(cfg)
@@ -301,15 +321,7 @@ def reevaluate(args: argparse.Namespace) -> dict[str, Any]:
             raise QualityError(f"--evaluate {run_dir}: {need.name} is missing (not a finished run)")
     old = json.loads(record_path.read_text())
     progress = not args.no_progress
-    cfg, _ = build_config(
-        old["data"],
-        old["preset"],
-        old["overrides"],
-        seed=old["seed"],
-        train_images=old["train_images"],
-        progress=progress,
-    )
-    train_set, test_set = load_sets(cfg, old["test_images"])
+    cfg, _, train_set, test_set = config_and_sets(old, progress=progress)
     encoder, _meta = read_encoder(ckpt, which="target")
     encoder.eval()
     t0 = time.perf_counter()

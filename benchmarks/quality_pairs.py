@@ -51,15 +51,7 @@ CALIBRATION_STEPS = 14
 def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
     """Calibrate, train for the CPU budget, evaluate (one process, one thread)."""
     torch.set_num_threads(1)
-    cfg, preset_name = q.build_config(
-        spec["data"],
-        spec["preset"],
-        spec["overrides"],
-        seed=spec["seed"],
-        train_images=spec["train_images"],
-        progress=False,
-    )
-    train_set, test_set = q.load_sets(cfg, spec["test_images"])
+    cfg, preset_name, train_set, test_set = q.config_and_sets(spec, progress=False)
     ipe = len(train_set) // cfg.data.batch_size
     cpu0, wall0 = time.process_time(), time.perf_counter()
     per_step = budget.calibrate(cfg, CALIBRATION_STEPS, limit_min=10_000.0).cpu_step_s
