@@ -73,15 +73,17 @@ def _safe(text: str) -> str:
 
 # ----------------------------------------------------------------------------- one job
 def run_job(args: argparse.Namespace) -> dict[str, Any]:
-    """Pretrain and evaluate one (configuration, data, seed); returns the JSON record."""
+    """Pretrain and evaluate one (configuration, data, seed); returns the JSON record.
+
+    With ``--reevaluate`` nothing is trained: the job's finished run (its ``jepa-latest.pth.tar``
+    and ``seed<S>.json``) is evaluated again with today's protocols, the training facts kept.
+    """
     import torch
 
     sys.path.insert(0, str(HERE))
     import quality  # the budget planning, the probes and the raw-pixel features
 
     from ijepa.diagnostics import collapse_summary
-    from ijepa.eval.images import features_of
-    from ijepa.models import build_encoder
     from ijepa.train.loop import train
 
     torch.set_num_threads(args.threads)
@@ -98,6 +100,22 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
     ipe = len(train_set) // cfg.data.batch_size
     folder = Path(args.run_dir)
     t0 = time.perf_counter()
+    if args.reevaluate:
+        from ijepa.compat.formats import read_encoder
+
+        old = json.loads((folder.parent / f"seed{args.seed}.json").read_text())
+        encoder, meta = read_encoder(folder / "jepa-latest.pth.tar", which="target")
+        encoder.eval()
+        trained, random, raw = _evaluate_all(
+            args, quality, cfg, train_set, test_set, encoder, meta.model_args
+        )
+        return {
+            **old,
+            "trained": trained,
+            "random": random,
+            "raw": raw,
+            "reevaluated": {"eval_minutes": round((time.perf_counter() - t0) / 60.0, 3)},
+        }
     if args.minutes is not None:
         cal = quality.calibrate(cfg, 12, limit_min=args.minutes / 2)
         left = 60.0 * args.minutes - (time.perf_counter() - t0)
@@ -108,25 +126,9 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
     run_cfg = quality.budget_config(cfg, steps, ipe, folder=folder, limit_min=limit)
     result = train(run_cfg)
     train_min = (time.perf_counter() - t0) / 60.0
-    eval_train = train_set
-    if args.eval_train is not None and args.eval_train < len(train_set):
-        eval_train = train_set.subset(torch.arange(args.eval_train))
-    readouts = tuple(args.readouts.split(","))
-    size = cfg.data.crop_size
-
-    def evaluate(encoder: torch.nn.Module) -> dict[str, Any]:
-        kw: dict[str, Any] = {"poolings": readouts, "img_size": size, "progress": False}
-        tr = features_of(encoder, eval_train, **kw)
-        te = features_of(encoder, test_set, **kw)
-        return {r: _probe(quality, tr, te, r, args) for r in readouts}
-
-    trained = evaluate(result.models.target_encoder)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed + 1)
-        random_enc = build_encoder(result.model_args, attn_impl=cfg.meta.attn_impl)
-    random = evaluate(random_enc)
-    pix_tr, pix_te = quality.pixel_features(eval_train), quality.pixel_features(test_set)
-    raw = _probe(quality, pix_tr, pix_te, "pixels", args)
+    trained, random, raw = _evaluate_all(
+        args, quality, cfg, train_set, test_set, result.models.target_encoder, result.model_args
+    )
     summary = collapse_summary(result.history)
     ips = [r["img_per_s"] for r in result.history]
     return {
@@ -145,9 +147,46 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
         "random": random,
         "raw": raw,
         "train_images": len(train_set),
-        "eval_train_images": len(eval_train),
+        "eval_train_images": min(len(train_set), args.eval_train or len(train_set)),
         "test_images": len(test_set),
     }
+
+
+def _evaluate_all(
+    args: argparse.Namespace,
+    quality: Any,
+    cfg: Any,
+    train_set: Any,
+    test_set: Any,
+    encoder: Any,
+    model_args: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(trained, random init, raw pixels) scores, every readout, under the same protocols."""
+    import torch
+
+    from ijepa.eval.images import features_of
+    from ijepa.models import build_encoder
+
+    eval_train = train_set
+    if args.eval_train is not None and args.eval_train < len(train_set):
+        eval_train = train_set.subset(torch.arange(args.eval_train))
+    readouts = tuple(args.readouts.split(","))
+    size = cfg.data.crop_size
+
+    def evaluate(net: torch.nn.Module) -> dict[str, Any]:
+        kw: dict[str, Any] = {"poolings": readouts, "img_size": size, "progress": False}
+        tr = features_of(net, eval_train, **kw)
+        te = features_of(net, test_set, **kw)
+        return {r: _probe(quality, tr, te, r, args) for r in readouts}
+
+    trained = evaluate(encoder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed + 1)
+        random_enc = build_encoder(model_args, attn_impl=cfg.meta.attn_impl)
+    random = evaluate(random_enc)
+    pix_tr, pix_te = quality.pixel_features(eval_train), quality.pixel_features(test_set)
+    raw = _probe(quality, pix_tr, pix_te, "pixels", args)
+    return trained, random, raw
 
 
 def _probe(quality: Any, tr: dict, te: dict, key: str, args: argparse.Namespace) -> dict:
@@ -208,6 +247,8 @@ def job_argv(
             argv += [f"--{flag.replace('_', '-')}", str(value)]
     if args.lowshot:
         argv.append("--lowshot")
+    if args.reevaluate:
+        argv.append("--reevaluate")
     return argv
 
 
@@ -222,7 +263,14 @@ def run_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
             for seed in parse_seeds(args.seeds):
                 path = out / _safe(name) / _safe(data) / f"seed{seed}.json"
                 jobs.append((path, job_argv(name, overrides, data, seed, out, args)))
-    todo = [(p, a) for p, a in jobs if not p.exists()]
+    if args.reevaluate:  # finished jobs not yet evaluated again; their first record is kept
+        todo = [
+            (p, a) for p, a in jobs if p.exists() and "reevaluated" not in json.loads(p.read_text())
+        ]
+        for p, _ in todo:
+            p.with_suffix(".first.json").write_text(p.read_text())
+    else:
+        todo = [(p, a) for p, a in jobs if not p.exists()]
     print(f"{len(jobs)} jobs, {len(todo)} to run, {args.parallel} at a time", file=sys.stderr)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     running: list[tuple[Path, subprocess.Popen, Any]] = []
@@ -327,6 +375,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--threads", type=int, default=1)
     # one job (the sweep runs itself with --worker)
+    p.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="evaluate the finished jobs in --out again (no training; the first record is kept "
+        "as seed<S>.first.json)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--name", default="base", help=argparse.SUPPRESS)
     p.add_argument("--overrides", default="", help=argparse.SUPPRESS)
