@@ -114,9 +114,7 @@ def load_hf(
         labels.append(to_index(row[label_column]))
     if not arrays:
         raise DataSpecError(f"hf:{path}: split {split!r} is empty")
-    stacked = torch.from_numpy(np.stack(arrays))
-    images = stacked[:, None] if grayscale else stacked.permute(0, 3, 1, 2).contiguous()
-    default_mean, default_std = (GREY_MEAN, GREY_STD) if grayscale else _imagenet()
+    images, default_mean, default_std = stack_images(arrays, grayscale)
     logger.debug("hf:%s %s: %d images", path, split, len(arrays))
     return ImageSet(
         images=images,
@@ -128,10 +126,24 @@ def load_hf(
     )
 
 
-def _imagenet() -> tuple[tuple[float, ...], tuple[float, ...]]:
+def stack_images(
+    arrays: list[np.ndarray], grayscale: bool
+) -> tuple[torch.Tensor, tuple[float, ...], tuple[float, ...]]:
+    """Decoded same-size uint8 arrays -> ``(N, C, H, W)`` uint8 images and default statistics.
+
+    Args:
+        arrays: ``(H, W)`` arrays if ``grayscale``, else ``(H, W, 3)``.
+        grayscale: one channel (grey statistics) or three (ImageNet statistics).
+
+    Returns:
+        ``(images, mean, std)``; shared by the in-memory ImageFolder, WebDataset and HF loaders.
+    """
     from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-    return IMAGENET_MEAN, IMAGENET_STD
+    stacked = torch.from_numpy(np.stack(arrays))
+    if grayscale:
+        return stacked[:, None], GREY_MEAN, GREY_STD
+    return stacked.permute(0, 3, 1, 2).contiguous(), IMAGENET_MEAN, IMAGENET_STD
 
 
 def _find_image_column(ds: Any, datasets: Any) -> str:

@@ -25,10 +25,9 @@ import torch
 from ijepa.data.embedded import EmbeddedConfig, load_embedded
 from ijepa.data.fashion_mnist import load_fashion_mnist
 from ijepa.data.folder import ImageFolderDataset, fit_square
-from ijepa.data.hf import GREY_MEAN, GREY_STD, load_hf
+from ijepa.data.hf import load_hf, stack_images
 from ijepa.data.imageset import ImageSet
 from ijepa.data.spec import DataSpecError, embedded_options, normalize_split, parse_spec
-from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["OPTIONS", "load_imagefolder", "load_imageset"]
 
@@ -157,9 +156,7 @@ def load_imagefolder(
         )
     if ds.skipped:
         logger.warning("imagefolder:%s %s: skipped %d bad file(s)", root, split, len(ds.skipped))
-    stacked = torch.from_numpy(np.stack(arrays))
-    images = stacked[:, None] if grayscale else stacked.permute(0, 3, 1, 2).contiguous()
-    mean, std = (GREY_MEAN, GREY_STD) if grayscale else (IMAGENET_MEAN, IMAGENET_STD)
+    images, mean, std = stack_images(arrays, grayscale)
     return ImageSet(
         images=images,
         labels=torch.tensor(labels, dtype=torch.int64),

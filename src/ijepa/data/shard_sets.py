@@ -86,8 +86,7 @@ def load_webdataset(
     import numpy as np
 
     from ijepa.data.folder import fit_square
-    from ijepa.data.hf import GREY_MEAN, GREY_STD
-    from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from ijepa.data.hf import stack_images
 
     urls = expand_pattern(pattern, split)
     stream = WebDatasetStream(urls, shuffle_buffer=0)
@@ -119,9 +118,7 @@ def load_webdataset(
                        len(stream.skipped))  # fmt: skip
     if min(labels) < 0:
         raise DataSpecError(f"webdataset:{pattern}: negative class label {min(labels)}")
-    stacked = torch.from_numpy(np.stack(arrays))
-    images = stacked[:, None] if grayscale else stacked.permute(0, 3, 1, 2).contiguous()
-    mean, std = (GREY_MEAN, GREY_STD) if grayscale else (IMAGENET_MEAN, IMAGENET_STD)
+    images, mean, std = stack_images(arrays, grayscale)
     return ImageSet(
         images=images,
         labels=torch.tensor(labels, dtype=torch.int64),
