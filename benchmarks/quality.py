@@ -53,7 +53,7 @@ from ijepa.diagnostics import collapse_message, collapse_summary
 from ijepa.eval import knn_classify, linear_probe, lowshot_eval
 from ijepa.eval.images import features_of, pixel_features
 from ijepa.hardware import cpu_name
-from ijepa.models import build_encoder
+from ijepa.models import random_init_encoder
 from ijepa.recipes import PRESETS, preset
 from ijepa.train.budget import WARMUP_STEPS, budget_config, calibrate, plan_steps
 from ijepa.train.loop import train
@@ -272,9 +272,7 @@ def evaluate_encoders(
     trained = encoder_results(
         target_encoder, train_set, test_set, img_size=size, seed=seed, progress=progress
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 1)
-        random_enc = build_encoder(model_args, attn_impl=cfg.meta.attn_impl)
+    random_enc = random_init_encoder(model_args, seed=seed, attn_impl=cfg.meta.attn_impl)
     random = encoder_results(
         random_enc, train_set, test_set, img_size=size, seed=seed, progress=progress
     )

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality as q
 
 from ijepa.hardware import cpu_name
-from ijepa.models import build_encoder
+from ijepa.models import random_init_encoder
 from ijepa.train import budget
 from ijepa.train.loop import train
 
@@ -86,9 +86,9 @@ def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
         "cpu": cpu_name(),
     }
     if spec["baselines"]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec["seed"] + 1)
-            random_enc = build_encoder(result.model_args, attn_impl=cfg.meta.attn_impl)
+        random_enc = random_init_encoder(
+            result.model_args, seed=spec["seed"], attn_impl=cfg.meta.attn_impl
+        )
         random = q.encoder_results(random_enc, train_set, test_set, **kw)
         raw = q.probe_all(
             q.pixel_features(train_set),

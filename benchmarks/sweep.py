@@ -147,9 +147,18 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
         "random": random,
         "raw": raw,
         "train_images": len(train_set),
-        "eval_train_images": min(len(train_set), args.eval_train or len(train_set)),
+        "eval_train_images": len(_eval_train(args, train_set)),
         "test_images": len(test_set),
     }
+
+
+def _eval_train(args: argparse.Namespace, train_set: Any) -> Any:
+    """The labelled images the probes train on: the first ``--eval-train`` (default: all)."""
+    import torch
+
+    if args.eval_train is not None and args.eval_train < len(train_set):
+        return train_set.subset(torch.arange(args.eval_train))
+    return train_set
 
 
 def _evaluate_all(
@@ -165,11 +174,9 @@ def _evaluate_all(
     import torch
 
     from ijepa.eval.images import features_of
-    from ijepa.models import build_encoder
+    from ijepa.models import random_init_encoder
 
-    eval_train = train_set
-    if args.eval_train is not None and args.eval_train < len(train_set):
-        eval_train = train_set.subset(torch.arange(args.eval_train))
+    eval_train = _eval_train(args, train_set)
     readouts = tuple(args.readouts.split(","))
     size = cfg.data.crop_size
 
@@ -180,9 +187,7 @@ def _evaluate_all(
         return {r: _probe(quality, tr, te, r, args) for r in readouts}
 
     trained = evaluate(encoder)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed + 1)
-        random_enc = build_encoder(model_args, attn_impl=cfg.meta.attn_impl)
+    random_enc = random_init_encoder(model_args, seed=args.seed, attn_impl=cfg.meta.attn_impl)
     random = evaluate(random_enc)
     pix_tr, pix_te = quality.pixel_features(eval_train), quality.pixel_features(test_set)
     raw = _probe(quality, pix_tr, pix_te, "pixels", args)

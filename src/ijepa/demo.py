@@ -17,7 +17,7 @@ from ijepa.config import Config, apply_overrides, dataset_spec
 from ijepa.data import load_imageset
 from ijepa.diagnostics import collapse_message, collapse_summary
 from ijepa.eval.images import quick_probe, raw_probe
-from ijepa.models import build_encoder
+from ijepa.models import build_encoder, random_init_encoder
 from ijepa.train.budget import BudgetError, budget_config, calibrate, plan_steps
 from ijepa.train.local_launch import launch_local
 from ijepa.train.loop import train
@@ -123,9 +123,7 @@ def run_demo(
     progress = cfg.logging.progress
     kw: dict[str, Any] = {"img_size": size, "progress": progress, "readouts": readouts}
     trained = quick_probe(target_encoder, train_set, test_set, **kw)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.meta.seed + 1)
-        random_enc = build_encoder(model_args, attn_impl=cfg.meta.attn_impl)
+    random_enc = random_init_encoder(model_args, seed=cfg.meta.seed, attn_impl=cfg.meta.attn_impl)
     random = quick_probe(random_enc, train_set, test_set, **kw)
     raw = raw_probe(train_set, test_set)
     head = readouts[0]

@@ -254,10 +254,9 @@ def _baseline_features(
     poolings: tuple[str, ...],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train and test features of one baseline, with the entries the protocol reads."""
-    import torch
 
     from ijepa.eval.images import encoder_input_size, features_of, pixel_features
-    from ijepa.models import build_encoder
+    from ijepa.models import random_init_encoder
 
     if kind == "raw":
         p = None
@@ -269,9 +268,7 @@ def _baseline_features(
             for f in out:
                 del f["pixels"]
         return out[0], out[1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed + 1)
-        fresh = build_encoder(dict(meta.model_args))
+    fresh = random_init_encoder(dict(meta.model_args), seed=args.seed)
     fresh.to(next(encoder.parameters()).device)
     if size != encoder_input_size(fresh):
         fresh.resize_pos_embed(size)

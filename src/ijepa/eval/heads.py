@@ -75,7 +75,7 @@ def whitener(x: Tensor, eps: float = WHITEN_EPS) -> tuple[Tensor, Tensor]:
     cov = centred.T @ centred / max(x.shape[0], 1)
     evals, evecs = torch.linalg.eigh(cov)
     evals = evals.clamp_min(0.0)
-    top = float(evals.max()) if evals.numel() else 0.0
+    top = float(evals.max())
     if top <= 0.0:
         return mean, torch.eye(x.shape[1], dtype=torch.float32, device=x.device)
     transform = evecs / torch.sqrt(evals + eps * top)

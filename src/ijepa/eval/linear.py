@@ -5,8 +5,8 @@ linear heads. Each feature entry is whitened (PCA, eigenvalues floored at 1e-3 o
 ``ijepa.eval.heads.whitener``) with the statistics of the training rows (the train split minus the
 validation rows); entries wider than ``WHITEN_MAX_FEATURES``, entries with fewer than
 ``WHITEN_MIN_ROWS_PER_FEATURE`` training rows per feature, and ``whiten=False`` use per-feature
-standardisation instead (the result's ``preprocess`` says which). Why: see ``ijepa.eval.heads``. All heads see the same shuffled mini-batches in one pass
-per epoch; the loss is the sum of the heads' cross-entropies, so each head gets its own gradient.
+standardisation instead (the result's ``preprocess`` says which; why: ``ijepa.eval.heads``).
+All heads see the same shuffled mini-batches in one pass per epoch; the loss is the sum of the heads' cross-entropies, so each head gets its own gradient.
 Optimiser: AdamW (weight decay on the weights only) with a per-head learning rate on a cosine
 schedule from ``lr`` to 0 over all steps (``ijepa.eval.heads``). Heads start at zero (the
 problem is convex).

@@ -7,7 +7,13 @@ This package depends only on torch; it never reads configs, files or the environ
 from ijepa.models.attention import ATTN_IMPLS, Attention, select_attn_impl
 from ijepa.models.energy import EnergyTransformer
 from ijepa.models.gather import apply_masks
-from ijepa.models.jepa import Encoder, JEPAModels, build_encoder, build_models
+from ijepa.models.jepa import (
+    Encoder,
+    JEPAModels,
+    build_encoder,
+    build_models,
+    random_init_encoder,
+)
 from ijepa.models.layers import MLP, Block, DropPath, PatchEmbed
 from ijepa.models.pos_embed import get_1d_sincos_pos_embed, get_2d_sincos_pos_embed
 from ijepa.models.predictor import VisionTransformerPredictor
@@ -31,6 +37,7 @@ __all__ = [
     "build_models",
     "get_1d_sincos_pos_embed",
     "get_2d_sincos_pos_embed",
+    "random_init_encoder",
     "select_attn_impl",
     "vit_encoder",
 ]

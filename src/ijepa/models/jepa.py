@@ -16,6 +16,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from ijepa.models.attention import check_attn_impl
@@ -62,6 +63,17 @@ def build_encoder(
         drop_path_rate=drop_path_rate,
         patch_init_std=model_args.get("patch_init_std"),
     )
+
+
+def random_init_encoder(
+    model_args: dict[str, Any], *, seed: int, attn_impl: str = "auto"
+) -> Encoder:
+    """The random-init baseline of an evaluation: ``build_encoder(model_args)`` seeded with
+    ``seed + 1`` (so it differs from a run's own init at ``seed``) without touching the caller's
+    random state. Every report that puts a random init beside a trained encoder builds it here."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        return build_encoder(model_args, attn_impl=attn_impl)
 
 
 def encoder_depth(model_args: dict[str, Any]) -> int:
