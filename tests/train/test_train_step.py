@@ -9,7 +9,14 @@ import torch.nn.functional as F
 from ijepa.masks import MultiBlockMaskGenerator, make_generator
 from ijepa.models import build_models
 from ijepa.train.optim import build_optimizer, param_groups
-from ijepa.train.step import compute_targets, ema_update, forward_loss, jepa_loss, train_step
+from ijepa.train.step import (
+    compute_targets,
+    ema_update,
+    forward_loss,
+    jepa_loss,
+    token_stds,
+    train_step,
+)
 
 ARGS = {
     "model_name": "vit_tiny",
@@ -155,3 +162,15 @@ def test_skip_nonfinite():
     assert out.skipped
     for k, v in models.encoder.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 3), (1, 4, 2), (16, 49, 32)])
+def test_token_stds_equal_the_direct_formulas(shape: tuple[int, int, int]) -> None:
+    h = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 2.0 + 0.5
+    std, img_std = token_stds(h)
+    torch.testing.assert_close(std, h.flatten(0, 1).std(dim=0).mean())
+    want = h.std(dim=0).mean() if shape[0] > 1 else torch.tensor(0.0)
+    torch.testing.assert_close(img_std, want)
+    # position-only tokens (the same for every image): no std over images, none lost to rounding
+    same = h[:1].expand(4, -1, -1)
+    assert token_stds(same)[1].item() == 0.0

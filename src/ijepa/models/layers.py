@@ -37,7 +37,10 @@ class PatchEmbed(nn.Module):
             raise ValueError(
                 f"image size {h}x{w} is not divisible by the patch size {self.patch_size}"
             )
-        return self.proj(x).flatten(2).transpose(1, 2)
+        # Contiguous (B, N, D): the transpose alone leaves D as the outer stride, and that layout
+        # then runs through every residual add of a full-image pass, so each LayerNorm made its own
+        # contiguous copy (benchmarks/throughput.py --trace, W-small target forward).
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous()
 
 
 class MLP(nn.Module):
