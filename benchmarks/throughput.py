@@ -539,7 +539,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trace", action="store_true", help="torch.profiler table of hot operators")
     p.add_argument("--bf16-curve", action="store_true", help="bf16 vs fp32 loss over --steps")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("steps", "extract_repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup is not None and args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
