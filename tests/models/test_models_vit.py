@@ -262,3 +262,22 @@ def test_patch_init_std_scales_only_the_patch_embedding() -> None:
             assert abs(b.std().item() - 0.02) < 0.002, name
     with pytest.raises(ValueError, match="patch_init_std"):
         VisionTransformer(img_size=32, patch_size=4, embed_dim=96, depth=1, patch_init_std=0.0)
+
+
+@pytest.mark.parametrize(("chans", "side", "patch"), [(3, 32, 4), (1, 28, 7), (3, 48, 16)])
+def test_patch_embed_equals_its_convolution(chans: int, side: int, patch: int) -> None:
+    """The patch embedding is the stride-p convolution of its ``proj`` weights, computed as one
+    matrix product: same tokens, same gradients, contiguous output."""
+    from ijepa.models.layers import PatchEmbed
+
+    torch.manual_seed(0)
+    embed = PatchEmbed(patch, chans, 24)
+    x = torch.randn(2, chans, side, side)
+    tokens = embed(x)
+    want = embed.proj(x).flatten(2).transpose(1, 2)
+    assert tokens.shape == (2, (side // patch) ** 2, 24) and tokens.is_contiguous()
+    torch.testing.assert_close(tokens, want, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(tokens.square().sum(), [embed.proj.weight, embed.proj.bias])
+    want_grads = torch.autograd.grad(want.square().sum(), [embed.proj.weight, embed.proj.bias])
+    for got, ref in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
