@@ -122,7 +122,8 @@ def vit_step(batch: int, side: int, patch: int, impl: str, bf16: bool) -> Callab
 
 
 def print_auto(dtypes: list[bool]) -> None:
-    """The library's own measurement (what ``attn_impl="auto"`` does) on I-JEPA step shapes."""
+    """The library's own timer (what ``attn_impl="auto"`` runs), here on the whole call and to its
+    full budget (auto stops early on a clear winner and times a CPU call on <= 192 rows)."""
     header = f"{'attention product (auto)':<26}{'shape':<22}{'dtype':<6}{'mode':<8}"
     header += f"{'sdpa ms':>9}{'plain ms':>10}{'plain/sdpa':>11}  picks"
     print(header)
@@ -132,7 +133,15 @@ def print_auto(dtypes: list[bool]) -> None:
             dtype = torch.bfloat16 if bf16 else torch.float32
             q = torch.empty(b, h, nq, 64, dtype=dtype)
             k = torch.empty(b, h, nk, 64, dtype=dtype)
-            sec = time_kernels(q, k, backward=backward, budget_s=1.0, max_rounds=15)
+            sec = time_kernels(
+                q,
+                k,
+                backward=backward,
+                budget_s=1.0,
+                max_rounds=15,
+                clear_ratio=None,
+                cpu_rows=None,
+            )
             pick = "plain" if sec["plain"] < PLAIN_MARGIN * sec["sdpa"] else "sdpa"
             print(
                 f"{label:<26}{f'{b}x{h}x{nq}x{nk}':<22}{'bf16' if bf16 else 'fp32':<6}"

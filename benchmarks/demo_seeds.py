@@ -107,7 +107,7 @@ def main() -> None:
     rows = run_all(seeds, args.set, args.parallel, root, tuple(flags))
     print(
         f"{'seed':>4} {'steps':>6} {'kNN tr':>7} {'rand':>6} {'raw':>6} {'gain':>6} "
-        f"{'lin tr':>7} {'rand':>6} {'raw':>6} {'gain':>6} {'min':>5}"
+        f"{'lin tr':>7} {'rand':>6} {'raw':>6} {'gain':>6} {'minutes':>7} {'rank':>5}"
     )
     gains_knn, gains_lin = [], []
     for r in rows:
@@ -116,10 +116,12 @@ def main() -> None:
         dl = 100 * (r["linear_trained"] - max(r["linear_random"], r["linear_raw"]))
         gains_knn.append(dk)
         gains_lin.append(dl)
+        rank = r.get("min_late_probe_rank")
         print(
             f"{r['seed']:>4} {r['steps']:>6} {r['knn_trained']:>7.3f} {r['knn_random']:>6.3f} "
             f"{r['knn_raw']:>6.3f} {dk:>+6.1f} {r['linear_trained']:>7.3f} "
-            f"{r['linear_random']:>6.3f} {r['linear_raw']:>6.3f} {dl:>+6.1f} {r['minutes']:>5.1f}"
+            f"{r['linear_random']:>6.3f} {r['linear_raw']:>6.3f} {dl:>+6.1f} {r['minutes']:>7.1f} "
+            f"{'-' if rank is None else format(rank, '.1f'):>5}"
         )
     print(
         json.dumps(

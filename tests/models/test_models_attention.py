@@ -220,3 +220,48 @@ def test_real_timer_times_both_kernels() -> None:
         seconds = kernels.time_kernels(q, q, backward=backward, budget_s=0.01)
         assert set(seconds) == {"sdpa", "plain"}
         assert all(s > 0 for s in seconds.values())
+
+
+class FakeClock:
+    """A clock that the fake kernels below advance: SDPA 'takes' 30 ms a call, plain 10 ms."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.calls: list[tuple[str, int]] = []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def attend(self, q, k, v, impl, scale, attn_mask=None):
+        self.now += 0.03 if impl == "sdpa" else 0.01
+        self.calls.append((impl, q.shape[0]))
+        return (q * scale) @ k.transpose(-2, -1) @ v
+
+
+@pytest.mark.parametrize(("clear_ratio", "runs_each"), [(2.0, 2), (None, 4)])
+def test_timer_stops_once_one_kernel_is_clearly_slower(
+    monkeypatch: pytest.MonkeyPatch, clear_ratio: float | None, runs_each: int
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(kernels, "attend", clock.attend)
+    monkeypatch.setattr(kernels, "time", clock)
+    q = torch.randn(2, 3, 8, 16)
+    seconds = kernels.time_kernels(q, q, backward=False, budget_s=0.0, clear_ratio=clear_ratio)
+    assert seconds == pytest.approx({"sdpa": 0.03, "plain": 0.01})
+    # a warm-up run each, then one round (3x apart: clear) or the three rounds of the minimum
+    assert [impl for impl, _ in clock.calls].count("sdpa") == runs_each
+    assert [impl for impl, _ in clock.calls].count("plain") == runs_each
+
+
+def test_timer_cuts_large_cpu_calls_to_a_slice_of_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(kernels, "attend", clock.attend)
+    monkeypatch.setattr(kernels, "time", clock)
+    q = torch.randn(64, 3, 8, 16)
+    kernels.time_kernels(q, q, backward=True, budget_s=0.0, cpu_rows=48)
+    assert {b for _, b in clock.calls} == {16}  # 16 samples x 3 heads = 48 rows
+    clock.calls.clear()
+    kernels.time_kernels(q, q, backward=False, budget_s=0.0, cpu_rows=None)
+    assert {b for _, b in clock.calls} == {64}

@@ -6,7 +6,10 @@ with AMX (torch 2.14.1, one thread) SDPA's bf16 forward was 2-3x faster than the
 but its bf16 forward+backward 2-5x slower (``benchmarks/attention_cpu.py`` prints the table of
 the machine at hand). So ``attn_impl="auto"`` does not guess from flags: the first call of each
 shape bucket times both kernels on tensors of that shape, dtype and device, with or without
-backward as the call needs, caches the winner for the process, logs it once and uses it.
+backward as the call needs, caches the winner for the process, logs it once and uses it. The
+measurement stops as soon as one kernel is twice as slow, and on a CPU times a slice of at most
+``CPU_TIMING_ROWS`` (sample x head) rows, so that a bucket costs tens of milliseconds, not most
+of a second (W-28's predictor buckets: 0.76-0.83 s each before, 0.05-0.06 s after, same picks).
 
 A bucket is (device, dtype, autocast on, batch, heads, head dim, query and key lengths rounded
 up to a power of two, backward, masked): masks change the token counts of I-JEPA from step to
@@ -146,6 +149,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: On a CPU the kernels are timed on at most this many (sample x head) rows of a call: both
+#: kernels' cost grows linearly in the rows once there are more than cores, and a full bucket of
+#: W-28's predictor (512 x 3 rows, bf16 forward+backward) cost 0.8 s to measure, SDPA's slow path
+#: alone 120 ms a run. Not on CUDA, where a slice could leave the GPU idle and mislead.
+CPU_TIMING_ROWS = 192
+#: Stop timing once one kernel's fastest run is this many times the other's (no noise flips that).
+CLEAR_RATIO = 2.0
+
+
 def time_kernels(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -153,18 +165,28 @@ def time_kernels(
     attn_mask: torch.Tensor | None = None,
     budget_s: float = 0.25,
     max_rounds: int = 7,
+    *,
+    clear_ratio: float | None = CLEAR_RATIO,
+    cpu_rows: int | None = CPU_TIMING_ROWS,
 ) -> dict[Kernel, float]:
     """Fastest time in seconds of each kernel on fresh tensors shaped like ``q`` and ``k``.
 
     Queries, keys and values are views of one ``(B, Nk, 3, h, d)`` tensor, as the module's fused
     projection makes them; with ``backward`` each run also back-propagates a fixed gradient. One
     warm-up call each, then rounds that alternate the order of the kernels, at least three and at
-    most ``max_rounds``, until ``budget_s`` seconds are spent. The minimum, not the median: other
-    jobs on a shared machine only ever add time (a preempted run of a 1 ms kernel measured 66 ms
-    on a 2-core machine at load 14), so the fastest run is the best estimate of the cost.
+    most ``max_rounds``, until ``budget_s`` seconds are spent, or, after the first round, once one
+    kernel is ``clear_ratio`` times slower than the other (``None``: never stop early). The
+    minimum, not the median: other jobs on a shared machine only ever add time (a preempted run of
+    a 1 ms kernel measured 66 ms on a 2-core machine at load 14), so the fastest run is the best
+    estimate of the cost. On a CPU, ``B`` is cut so that ``B * h <= cpu_rows`` (``None``: the
+    whole call) and the times are those of the cut call; ``attn_mask`` is cut along with it.
     """
     b, h, nq, d = q.shape
     nk = k.shape[2]
+    if cpu_rows is not None and q.device.type == "cpu" and b * h > cpu_rows:
+        full, b = b, max(1, cpu_rows // h)
+        if attn_mask is not None and attn_mask.ndim == 4 and attn_mask.shape[0] == full:
+            attn_mask = attn_mask[:b]  # a per-sample mask; broadcast ones stay as they are
     device, dtype = q.device, q.dtype
     scale = d**-0.5
     with torch.set_grad_enabled(backward):
@@ -190,6 +212,10 @@ def time_kernels(
         for rounds in range(max_rounds):
             if rounds >= 3 and spent >= budget_s:
                 break
+            if rounds >= 1 and clear_ratio is not None:
+                best = sorted(min(values) for values in times.values())
+                if best[1] >= clear_ratio * best[0]:
+                    break
             for kernel in KERNELS if rounds % 2 == 0 else KERNELS[::-1]:
                 elapsed = run(kernel)
                 times[kernel].append(elapsed)
@@ -238,12 +264,18 @@ class KernelChooser:
                 "plain" if seconds["plain"] < PLAIN_MARGIN * seconds["sdpa"] else "sdpa"
             )
             decision = self._decisions[key] = Decision(key, seconds, kernel)
+            cut = (
+                self.timer is time_kernels
+                and key.device == "cpu"
+                and key.batch * key.heads > CPU_TIMING_ROWS
+            )
             logger.info(
-                "attention kernel for %s: %s (sdpa %.2f ms, plain %.2f ms; measured in %.2f s)",
+                "attention kernel for %s: %s (sdpa %.2f ms, plain %.2f ms%s; measured in %.2f s)",
                 key.describe(),
                 kernel,
                 seconds["sdpa"] * 1e3,
                 seconds["plain"] * 1e3,
+                f" on {max(1, CPU_TIMING_ROWS // key.heads)} of {key.batch} samples" if cut else "",
                 time.perf_counter() - start,
             )
         return decision.kernel
