@@ -103,9 +103,11 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         "padded",
-        ("mask.pad=true",),
+        # padding needs the per-block predictor pass (the demo preset's shared one has no mask)
+        ("mask.pad=true", "meta.pred_shared_context=false"),
         None,
-        "every context kept whole (padding + attention masks): no published claim; its cost",
+        "every context kept whole (padding + attention masks; per-block predictor pass): no "
+        "published claim; its cost",
     ),
 )
 BY_NAME = {v.name: v for v in VARIANTS}
