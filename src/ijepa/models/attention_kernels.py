@@ -264,18 +264,12 @@ class KernelChooser:
                 "plain" if seconds["plain"] < PLAIN_MARGIN * seconds["sdpa"] else "sdpa"
             )
             decision = self._decisions[key] = Decision(key, seconds, kernel)
-            cut = (
-                self.timer is time_kernels
-                and key.device == "cpu"
-                and key.batch * key.heads > CPU_TIMING_ROWS
-            )
             logger.info(
-                "attention kernel for %s: %s (sdpa %.2f ms, plain %.2f ms%s; measured in %.2f s)",
+                "attention kernel for %s: %s (sdpa %.2f ms, plain %.2f ms; measured in %.2f s)",
                 key.describe(),
                 kernel,
                 seconds["sdpa"] * 1e3,
                 seconds["plain"] * 1e3,
-                f" on {max(1, CPU_TIMING_ROWS // key.heads)} of {key.batch} samples" if cut else "",
                 time.perf_counter() - start,
             )
         return decision.kernel

@@ -113,8 +113,8 @@ def token_stds(hf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Both come from per-slot sums over the images (contiguous reductions, shifted by the first
     image): the variance over all tokens is the slots' within sum of squares plus ``B`` times the
-    spread of the slot means. ``Tensor.std(dim=0)`` of the ``(B * N, D)`` view reduced across rows instead and
-    cost ~1.3 % of a W-small bf16 step (``benchmarks/throughput.py --trace``).
+    spread of the slot means. Two ``Tensor.std(dim=0)`` calls (the ``(B * N, D)`` view reduced
+    across rows) cost ~1.3 % of a W-small bf16 step (``benchmarks/throughput.py --trace``).
     """
     b, n = hf.shape[0], hf.shape[1]
     # shifted by the first image: exact zeros for slots that are the same in every image
