@@ -13,13 +13,13 @@ BASE_STAMP := $(VENV)/.ijepa-base-installed
 
 $(BASE_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/python -m pip install --quiet --no-cache-dir --disable-pip-version-check -e .
 	@$(BIN)/python -c "import ijepa, torch, torchvision"
 	@touch $(BASE_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet --no-cache-dir --disable-pip-version-check -e '.[$(EXTRAS)]'
 	@$(BIN)/python -c "import ijepa, torch, torchvision"
 	@touch $(STAMP) $(BASE_STAMP)
 
