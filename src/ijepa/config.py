@@ -134,6 +134,10 @@ class MetaConfig:
     """Encoder (and predictor) heads; None keeps the size's."""
     patch_init_std: float | None = None
     """Init std of the patch embedding; None: the official 0.02 (raise it for small patches)."""
+    input_norm: str = "none"
+    """``none`` (the paper) or ``image``: the encoders standardise each image (its own mean and
+    deviation over all pixels) before the patch embedding, so overall brightness and contrast,
+    a nuisance that can dominate pooled features, never reach them (docs/variants.md)."""
     use_bfloat16: bool | str = True
     """bf16 autocast: ``true``, ``false``, or ``auto``: measured at the start of training for the
     run's shapes on this machine (:mod:`ijepa.train.precision`)."""
@@ -254,6 +258,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "meta.parallel": ("ddp", "fsdp"),
     "meta.regularizer": ("none", "sigreg"),
     "meta.backbone": ("vit", "energy"),
+    "meta.input_norm": ("none", "image"),
     "meta.target": ("latent", "pixels"),
     "meta.teacher": ("ema", "none"),
     "mask.strategy": ("multiblock", "random", "block", "raster"),

@@ -149,6 +149,8 @@ def _validate_variants(cfg: Config) -> None:
                 "(the official sampler and fixed sizes subsample masks, the shared-context "
                 "predictor pass has no padding mask)"
             )
+    if meta.input_norm != "none" and meta.backbone != "vit":
+        raise ConfigError(f"meta.input_norm={meta.input_norm} applies to meta.backbone=vit only")
     if meta.energy_steps < 1:
         raise ConfigError(f"meta.energy_steps must be >= 1, got {meta.energy_steps}")
     if not meta.energy_step_size > 0:

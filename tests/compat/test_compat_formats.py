@@ -128,3 +128,26 @@ def test_unknown_and_mismatched_formats(tmp_path, all_formats):
         read_encoder(all_formats["hf"], fmt="official")
     with pytest.raises(ConversionError, match="'target' or 'context'"):
         load_encoder(all_formats["ours"], which="ema")
+
+
+def test_input_norm_travels_in_our_format_and_is_refused_elsewhere(tmp_path):
+    """An encoder that standardises its input images keeps doing so when saved and loaded as our
+    .safetensors; timm, transformers and the official layout have no such step, so exporting it
+    there is an error, not a file whose features silently differ."""
+    models = make_models(input_norm="image")
+    target = models.target_encoder.eval()
+    args = encoder_model_args(target)
+    assert args["input_norm"] == "image"
+    path = save_encoder(target, tmp_path / "enc.safetensors", EncoderMeta(args, "target"))
+    loaded, _ = load_encoder(path)
+    assert loaded.input_norm == "image"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), target(x))
+        torch.testing.assert_close(loaded(3 * x + 1), target(x), atol=1e-2, rtol=1e-2)
+    for export, where in ((save_timm, "timm"), (save_hf, "transformers")):
+        with pytest.raises(ConversionError, match="per-image input standardisation"):
+            export(target, tmp_path / where)
+    state = make_state(models, {**TINY_ARGS, "input_norm": "image"})
+    with pytest.raises(ConversionError, match="per-image input standardisation"):
+        to_official(state)

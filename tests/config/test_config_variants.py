@@ -27,6 +27,7 @@ def test_every_variant_validates() -> None:
         "mask.pad=true",
         "meta.backbone=energy",
         "meta.target=pixels",
+        "meta.input_norm=image",
     ):
         _validated(item)
     _validated("meta.teacher=none", "meta.regularizer=sigreg")
@@ -52,6 +53,8 @@ def test_every_variant_validates() -> None:
             ["meta.backbone=energy", "meta.energy_steps=2", "meta.target_layers=3"],
             "encoder depth = 2",
         ),
+        (["meta.input_norm=batch"], "meta.input_norm must be one of none, image"),
+        (["meta.backbone=energy", "meta.input_norm=image"], "applies to meta.backbone=vit only"),
         (["meta.energy_steps=0"], "meta.energy_steps must be >= 1"),
         (["meta.energy_step_size=0"], "meta.energy_step_size must be > 0"),
     ],
@@ -76,3 +79,17 @@ def test_target_layers_all_is_the_encoder_depth() -> None:
         _validated("meta.target_layers=some")
     with pytest.raises(ConfigError, match="in \\[1, 12\\]"):
         target_layers_of(_validated("meta.target_layers=13"), {"model_name": "vit_small"})
+
+
+def test_input_norm_reaches_the_model_args_only_when_set() -> None:
+    """``meta.input_norm`` is a variant key of ``model_args``: absent at the paper's default (so
+    default checkpoints stay as they were), present and rebuilt by ``build_encoder`` when set."""
+    from ijepa.models import build_encoder
+    from ijepa.train.build import model_args_from_config
+
+    assert "input_norm" not in model_args_from_config(_validated(), 3)
+    args = model_args_from_config(
+        _validated("meta.input_norm=image", "meta.model_name=vit_tiny"), 3
+    )
+    assert args["input_norm"] == "image"
+    assert build_encoder(args).input_norm == "image"

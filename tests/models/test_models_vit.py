@@ -281,3 +281,23 @@ def test_patch_embed_equals_its_convolution(chans: int, side: int, patch: int) -
     want_grads = torch.autograd.grad(want.square().sum(), [embed.proj.weight, embed.proj.bias])
     for got, ref in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_input_norm_image_ignores_brightness_and_contrast() -> None:
+    """``input_norm="image"``: the encoder sees each image standardised, so an image and the same
+    image brighter and with more contrast give the same tokens; the default (official) does not
+    standardise, and an unknown value is refused."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 16, 16)
+    brighter = 2.5 * x + 0.7
+    for norm, same in (("image", True), ("none", False)):
+        torch.manual_seed(1)
+        enc = VisionTransformer(
+            img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, input_norm=norm
+        ).eval()
+        with torch.no_grad():
+            a, b = enc(x), enc(brighter)
+        assert torch.allclose(a, b, atol=1e-3) is same, norm
+    with pytest.raises(ValueError, match="input_norm"):
+        VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2,
+                          input_norm="batch")  # fmt: skip

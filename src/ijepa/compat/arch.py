@@ -349,11 +349,18 @@ def mlp_hidden(encoder: VisionTransformer) -> int:
 
 
 def require_vit(encoder: Encoder, target: str) -> VisionTransformer:
-    """``encoder`` if it is a ViT; a clear error for formats that only know ViTs."""
+    """``encoder`` if it is a ViT as the paper has it; a clear error for formats that only know
+    those (an energy backbone, or a ViT that standardises each input image itself)."""
     if not isinstance(encoder, VisionTransformer):
         raise ConversionError(
             f"{target} has no {type(encoder).__name__} architecture; export an energy-backbone "
             "encoder with ijepa.compat.save_encoder (.safetensors) or keep the training checkpoint"
+        )
+    if encoder.input_norm != "none":
+        raise ConversionError(
+            f"{target}'s ViT has no per-image input standardisation (this encoder was trained "
+            f"with meta.input_norm={encoder.input_norm}), so its features there would differ; "
+            "export it with ijepa.compat.save_encoder (.safetensors) or keep the training checkpoint"
         )
     return encoder
 
@@ -377,7 +384,7 @@ def encoder_model_args(encoder: Encoder) -> dict[str, Any]:
             "energy_step_size": arch["step_size"],
         }
     img = encoder.img_size
-    return canonical_args(
+    args = canonical_args(
         embed_dim=encoder.embed_dim,
         depth=encoder.depth,
         num_heads=encoder.num_heads,
@@ -387,6 +394,9 @@ def encoder_model_args(encoder: Encoder) -> dict[str, Any]:
         in_chans=encoder.in_chans,
         what="encoder",
     )
+    if encoder.input_norm != "none":
+        args["input_norm"] = encoder.input_norm
+    return args
 
 
 @torch.no_grad()

@@ -215,6 +215,12 @@ def save_encoder(encoder: Encoder, path: str | Path, meta: EncoderMeta | None = 
         raise ConversionError(f"an encoder-only export is a .safetensors file, got {path}")
     if meta is None:
         meta = EncoderMeta(model_args=encoder_model_args(encoder))
+    if getattr(encoder, "input_norm", "none") != "none":
+        logger.warning(
+            "%s: this encoder standardises each input image itself (input_norm=%s); "
+            "load_encoder restores that, a plain timm ViT loading these weights does not",
+            path, encoder.input_norm,
+        )  # fmt: skip
     save_tensors(encoder.state_dict(), path, meta)
     logger.info("wrote encoder weights %s", path)
     return path

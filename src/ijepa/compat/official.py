@@ -187,10 +187,11 @@ def to_official(state: Mapping[str, Any], what: str = "checkpoint") -> dict[str,
     if missing:
         raise ConversionError(f"{what}: the official layout needs {missing}, which it lacks")
     model_args = model_args_of(state, what)
-    variants = {k: model_args[k] for k in ("backbone", "target") if k in model_args}
+    variants = {k: model_args[k] for k in ("backbone", "target", "input_norm") if k in model_args}
     if variants:
         raise ConversionError(
-            f"{what}: the official code has only the ViT encoder and latent targets, so a "
+            f"{what}: the official code has only the ViT encoder, latent targets and no "
+            f"per-image input standardisation, so a "
             f"checkpoint with {variants} cannot be converted to its layout"
         )
     check_models(state, model_args, what)

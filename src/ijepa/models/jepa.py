@@ -5,7 +5,8 @@
 it from foreign checkpoints): ``model_name``, ``img_size``, ``patch_size``, ``in_chans``,
 ``enc_depth``/``enc_emb_dim``/``enc_num_heads`` (overrides of the named size, or None),
 ``pred_depth``, ``pred_emb_dim`` and ``patch_init_std``; and, only where a run departs from the
-paper (docs/variants.md), ``backbone: "energy"`` with ``energy_steps``/``energy_step_size`` (an
+paper (docs/variants.md), ``input_norm: "image"`` (per-image standardised input),
+``backbone: "energy"`` with ``energy_steps``/``energy_step_size`` (an
 :class:`~ijepa.models.energy.EnergyTransformer` encoder) and ``target: "pixels"`` (a predictor
 with a pixel head, :class:`~ijepa.models.heads.PixelPredictor`).
 """
@@ -62,6 +63,7 @@ def build_encoder(
         attn_impl=attn_impl,
         drop_path_rate=drop_path_rate,
         patch_init_std=model_args.get("patch_init_std"),
+        input_norm=model_args.get("input_norm", "none"),
     )
 
 
@@ -89,6 +91,8 @@ def _energy_encoder(model_args: dict[str, Any], drop_path_rate: float) -> Energy
     """The Energy Transformer of ``model_args``: width and heads from the size or the overrides."""
     if drop_path_rate > 0:
         raise ValueError("drop_path_rate applies to the ViT backbone only (energy has no blocks)")
+    if model_args.get("input_norm", "none") != "none":
+        raise ValueError("input_norm applies to the ViT backbone only")
     size = VIT_SIZES[model_args["model_name"].lower().removeprefix("vit_")]
     return EnergyTransformer(
         img_size=model_args["img_size"],

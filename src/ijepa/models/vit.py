@@ -33,6 +33,24 @@ VIT_SIZES: dict[str, dict[str, Any]] = {
 }
 
 
+#: What :class:`VisionTransformer`'s ``input_norm`` accepts.
+INPUT_NORMS = ("none", "image")
+
+
+def standardize_images(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Each image minus its mean, over its standard deviation (all pixels and channels).
+
+    Args:
+        x: images ``(B, C, H, W)``, already normalised with the data set's statistics.
+        eps: added to the standard deviation (a blank image stays finite).
+
+    Returns:
+        ``(B, C, H, W)`` float, zero mean and unit deviation per image.
+    """
+    std, mean = torch.std_mean(x.flatten(1).float(), dim=1)  # (B,), (B,)
+    return (x - mean[:, None, None, None]) / (std[:, None, None, None] + eps)
+
+
 class VisionTransformer(nn.Module):
     """ViT encoder without class token, as used for I-JEPA context and target encoders.
 
@@ -53,6 +71,10 @@ class VisionTransformer(nn.Module):
             so a larger value restores the token scale the official ViT/16 has at 16x16x3.
         drop_path_rate: stochastic depth of the last block (linear from 0 over depth).
         attn_impl: ``"sdpa"``, ``"plain"`` or ``"auto"``.
+        input_norm: ``"none"`` (official) or ``"image"``: standardise each image over all its
+            pixels and channels before the patch embedding (:func:`standardize_images`), so the
+            encoder never sees a picture's overall brightness and contrast. Not in the paper
+            (docs/variants.md); formats without it (timm, transformers, official) refuse it.
     """
 
     def __init__(
@@ -70,8 +92,11 @@ class VisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         attn_impl: AttnImpl = "auto",
         patch_init_std: float | None = None,
+        input_norm: str = "none",
     ) -> None:
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
         if patch_size <= 0:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
         if depth <= 0:
@@ -81,6 +106,7 @@ class VisionTransformer(nn.Module):
         self.patch_size = patch_size
         self.in_chans = in_chans
         self.init_std = init_std
+        self.input_norm = input_norm
         self.img_size, self.grid_size = self._grid_for(img_size)
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         # Allocated on the default device (so ``with torch.device("meta")`` works), then filled.
@@ -177,6 +203,8 @@ class VisionTransformer(nn.Module):
             ``(B, N, D)`` without masks, else ``(n * B, K, D)`` (mask-major).
         """
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        if self.input_norm == "image":
+            x = standardize_images(x)
         tokens = self.patch_embed(x) + self.pos_embed_for(grid)
         if masks is not None:
             tokens = apply_masks(tokens, masks)

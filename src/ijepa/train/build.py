@@ -73,6 +73,8 @@ def variant_args(cfg: Any) -> dict[str, Any]:
         )
     if meta.target != "latent":
         out["target"] = meta.target
+    if meta.input_norm != "none":
+        out["input_norm"] = meta.input_norm
     return out
 
 
