@@ -48,7 +48,9 @@ def r_squared(a: torch.Tensor, b: torch.Tensor) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("run", help="a run folder (its latest checkpoint) or a checkpoint file")
-    ap.add_argument("--data", help="data spec (default: the run's demo_results.json, else embedded)")
+    ap.add_argument(
+        "--data", help="data spec (default: the run's demo_results.json, else embedded)"
+    )
     ap.add_argument("--components", type=int, default=6, help="principal components to show")
     args = ap.parse_args()
     if args.components < 1:
