@@ -97,7 +97,7 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         "energy",
-        ("meta.backbone=energy",),
+        ("meta.backbone=energy", "meta.input_norm=none"),  # the demo's input norm is ViT-only
         None,
         "Energy Transformer backbone: no published I-JEPA result",
     ),

@@ -61,6 +61,11 @@ def _demo() -> Config:
     # (plus SIGReg on the tokens and targets from all blocks: +9.2 / +7.0, +11.9 / +15.3,
     # +11.8 / +15.3: kNN up, linear down, not adopted; docs/recipes.md.)
     cfg.meta.input_norm = "image"
+    # Targets: the mean of every block's layer-normed output (as small-cpu; data2vec's targets),
+    # not the last block's alone. With input standardisation, same harness:
+    #   last block (re-run of the above):  +7.7 / +11.8, +7.3 / +20.0, +13.3 / +21.8
+    #   all 4 blocks:                      +10.0 / +16.7, +10.8 / +21.2, +8.3 / +17.2
+    cfg.meta.target_layers = "all"
     # bf16 autocast by measurement at train start (ijepa.train.precision); never without native
     # bf16 (AMX / AVX512-BF16), and not always with it (see ijepa.hardware). Without it
     # bf16 is a loss: on the 2-core AVX2 dev CPU (AMD EPYC, 1 thread, busy machine) a 2-block
