@@ -131,10 +131,11 @@ def mask_counts(
     npred, keep = min(num_pred_masks, SMALL_GRID_TARGETS), min(min_keep, SMALL_GRID_MIN_KEEP)
     if (npred, keep) != (num_pred_masks, min_keep) and grid not in _SAID:
         _SAID.add(grid)
+        changed = [f"{npred} target block(s) (not {num_pred_masks})"] * (npred != num_pred_masks)
+        changed += [f"min_keep {keep} (not {min_keep})"] * (keep != min_keep)
         logger.info(
-            "mask.geometry=auto: %dx%d patch grid, so %d target block(s) (not %d) and min_keep "
-            "%d (not %d); set mask.geometry=fixed to keep the configured values",
-            grid[0], grid[1], npred, num_pred_masks, keep, min_keep,
+            "mask.geometry=auto: %dx%d patch grid, so %s; set mask.geometry=fixed to keep the "
+            "configured values", grid[0], grid[1], " and ".join(changed),
         )  # fmt: skip
     return npred, keep
 
