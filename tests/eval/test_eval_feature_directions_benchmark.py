@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import benchmark_script, load_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "feature_directions.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("feature_directions_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = benchmark_script("feature_directions")
 
 
 def test_eta_squared_and_r_squared():
-    mod = _module()
+    mod = load_benchmark("feature_directions")
     labels = torch.arange(4).repeat(50)  # (200,)
     by_class = labels.float() * 2.0 + 1.0
     assert mod.eta_squared(by_class, labels) == pytest.approx(1.0)

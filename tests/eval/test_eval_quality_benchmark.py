@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 import time
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
+from benchmark_scripts import benchmark_script, load_benchmark
 
 from ijepa.data import ImageSet
 from ijepa.train import budget
 from ijepa.train.build import schedules_for
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "quality.py"
+SCRIPT = benchmark_script("quality")
 ACCURACIES = [
     f"{prefix}{name}"
     for prefix in ("", "raw_", "random_")
@@ -26,16 +23,7 @@ ACCURACIES = [
 ]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("quality_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-quality = _load()
+quality = load_benchmark("quality")
 
 
 @pytest.mark.parametrize(("steps", "ipe"), [(1, 31), (45, 31), (31, 31), (937, 937), (8011, 937)])

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from benchmark_scripts import REPO, benchmark_script, load_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "ablations.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ablations_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = benchmark_script("ablations")
 
 
-ab = _load()
+ab = load_benchmark("ablations")
 
 
 def test_verdict_follows_every_seed() -> None:
@@ -138,5 +127,5 @@ def test_every_variant_is_a_valid_config_of_every_preset(preset_name: str) -> No
     from ijepa.config import apply_overrides, validate
     from ijepa.recipes import preset
 
-    for variant in _load().VARIANTS:
+    for variant in load_benchmark("ablations").VARIANTS:
         validate(apply_overrides(preset(preset_name), list(variant.overrides)))

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import benchmark_script, load_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "demo_seeds.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("demo_seeds_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = benchmark_script("demo_seeds")
 
 
 def test_parse_seeds():
-    parse = _module().parse_seeds
+    parse = load_benchmark("demo_seeds").parse_seeds
     assert parse("0,1,2") == [0, 1, 2]
     assert parse("0-3") == [0, 1, 2, 3]
     assert parse("0-1, 7") == [0, 1, 7]
