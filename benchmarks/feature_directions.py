@@ -24,7 +24,7 @@ import torch
 from ijepa.checkpoint import latest_path
 from ijepa.compat.formats import read_encoder
 from ijepa.data import load_imageset
-from ijepa.eval.images import features_of
+from ijepa.eval.images import encoder_input_size, features_of
 
 
 def eta_squared(values: torch.Tensor, labels: torch.Tensor) -> float:
@@ -63,7 +63,7 @@ def main() -> None:
         spec = json.loads(results.read_text())["dataset"] if results.exists() else "embedded"
     encoder, _ = read_encoder(path, which="target")
     test = load_imageset(spec, "test")
-    size = encoder.grid_size[0] * encoder.patch_size
+    size = encoder_input_size(encoder)
     feats = features_of(encoder.eval(), test, poolings=("avg",), img_size=size, progress=False)
     x = feats["avg"].float()
     x = x - x.mean(0)
