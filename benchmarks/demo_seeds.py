@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 #: The default fixed schedule: the most ``ijepa demo`` plans (``DEMO_MAX_EPOCHS``), which is what
-#: ``make demo`` trains in its 7 minutes on a fast 2-core machine (3,000 of 3,120 steps on the
-#: Intel Xeon with AMX). A fixed schedule, not a time budget, so that the figures do not depend on
+#: ``make demo`` plans in its 7 minutes on a fast 2-core machine (all 3,120 steps in a fresh-clone
+#: run on the Intel Xeon with AMX, 2,660 in another on a busier moment). A fixed schedule, not a time budget, so that the figures do not depend on
 #: how busy the machine is: a 1-thread process per seed plans far fewer steps in the demo's minutes
 #: than the demo's two ranks.
 DEFAULT_EPOCHS = 20.0
