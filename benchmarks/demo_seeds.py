@@ -26,12 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: The default fixed schedule: the most ``ijepa demo`` plans (``DEMO_MAX_EPOCHS``), which is what
+from ijepa.cli.train import DEMO_MAX_EPOCHS
+
+#: The default fixed schedule: the ``demo`` preset's own, the most ``ijepa demo`` plans, and what
 #: ``make demo`` plans in its 7 minutes on a fast 2-core machine (all 3,120 steps in a fresh-clone
-#: run on the Intel Xeon with AMX, 2,660 in another on a busier moment). A fixed schedule, not a time budget, so that the figures do not depend on
-#: how busy the machine is: a 1-thread process per seed plans far fewer steps in the demo's minutes
-#: than the demo's two ranks.
-DEFAULT_EPOCHS = 20.0
+#: run on the Intel Xeon with AMX, 2,660 in another at a busier moment). A fixed schedule, not a
+#: time budget, so that the figures do not depend on how busy the machine is: a 1-thread process
+#: per seed plans far fewer steps in the demo's minutes than the demo's two ranks.
+DEFAULT_EPOCHS = int(DEMO_MAX_EPOCHS)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -102,8 +104,8 @@ def main() -> None:
     )
     ap.add_argument(
         "--epochs",
-        type=float,
-        help=f"each demo's fixed schedule (default {DEFAULT_EPOCHS:g}, the demo's most; "
+        type=int,
+        help=f"each demo's fixed schedule (default {DEFAULT_EPOCHS}, the demo's most; "
         "ignored with --minutes)",
     )
     args = ap.parse_args()
@@ -119,7 +121,7 @@ def main() -> None:
     if args.minutes is not None:
         flags = ["--minutes", f"{args.minutes:g}"]
     else:
-        flags = ["--epochs", f"{DEFAULT_EPOCHS if args.epochs is None else args.epochs:g}"]
+        flags = ["--epochs", str(DEFAULT_EPOCHS if args.epochs is None else args.epochs)]
     rows = run_all(seeds, args.set, args.parallel, root, tuple(flags))
     print(
         f"{'seed':>4} {'steps':>6} {'kNN tr':>7} {'rand':>6} {'raw':>6} {'gain':>6} "

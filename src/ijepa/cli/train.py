@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from ijepa.config import Config, apply_overrides, load_config
+from ijepa.recipes import preset
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +20,10 @@ logger = logging.getLogger(__name__)
 #: under 10 points on one of three seeds (+8.3); at 20 epochs it was +14.1 / +11.0 / +11.0
 #: (`benchmarks/demo_seeds.py`, docs/recipes.md).
 DEMO_MINUTES = 7.0
-#: The planned schedule never exceeds this many epochs (a fast machine or a GPU stops there).
-DEMO_MAX_EPOCHS = 20.0
+#: The planned schedule never exceeds the ``demo`` preset's own (a fast machine or a GPU stops
+#: there): a demo that plans it runs exactly the preset's schedule, warm-up included, which is what
+#: ``benchmarks/demo_seeds.py`` runs by default.
+DEMO_MAX_EPOCHS = float(preset("demo").optimization.epochs)
 #: The hard stop of a planned run, as a multiple of ``--minutes`` (the plan is a measurement; a
 #: machine that slows down mid-run is stopped, with a checkpoint, before ``make demo`` passes 10 min).
 DEMO_LIMIT_FACTOR = 1.1
@@ -88,8 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from ijepa.recipes import preset
-
     if args.config and args.preset:
         raise SystemExit("ijepa train: give --config or --preset, not both")
     cfg = load_config(args.config) if args.config else preset(args.preset or "small-cpu")
@@ -138,7 +139,6 @@ def run_demo(args: argparse.Namespace) -> int:
     """Handler of ``ijepa demo``."""
     from ijepa.demo import format_table, plan_for_budget
     from ijepa.demo import run_demo as demo
-    from ijepa.recipes import preset
 
     cfg = preset("demo")
     cfg.logging.folder = args.out
@@ -148,12 +148,10 @@ def run_demo(args: argparse.Namespace) -> int:
         raise SystemExit(f"ijepa demo: --max-minutes must be >= 0, got {args.max_minutes}")
     if not args.minutes > 0:
         raise SystemExit(f"ijepa demo: --minutes must be > 0, got {args.minutes}")
+    limit: float | None = args.max_minutes or None  # --max-minutes 0: no limit
     if args.max_minutes is None:
-        limit = (
-            round(DEMO_LIMIT_FACTOR * args.minutes, 3) if args.epochs is None else DEMO_MAX_MINUTES
-        )
-    else:
-        limit = args.max_minutes or None
+        planned = args.minutes if args.epochs is None else DEMO_MINUTES
+        limit = round(DEMO_LIMIT_FACTOR * planned, 3)
     cfg.optimization.time_limit_min = limit
     cfg = apply_overrides(cfg, args.overrides)
     procs = _demo_procs(args.procs, cfg)
