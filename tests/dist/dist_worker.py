@@ -1,10 +1,11 @@
-"""A rank of a multi-process test: ``python dist_worker.py {train,codes} JOBS`` or ``eval OUT``.
+"""A rank of a multi-process test: ``dist_worker.py {train,codes} JOBS`` or ``{eval,sigreg} OUT``.
 
 ``train``: runs ``ijepa train`` once per override list in the JSON list ``JOBS``, one after the
 other in this process (each joins and leaves the process group), and exits with the first non-zero
 exit code. ``codes``: runs every job whatever happens and prints their exit codes as one JSON
 line. ``eval``: runs the sharded evaluation of :mod:`ijepa.eval.distributed` on fixed random
-data and saves this rank's results to ``OUT/rank<r>.pt``.
+data and saves this rank's results to ``OUT/rank<r>.pt``; ``sigreg``: the global SIGReg of
+half of fixed embeddings per rank, its value and DDP-averaged gradient, saved likewise.
 """
 
 from __future__ import annotations
@@ -72,8 +73,43 @@ def run_eval(out: Path) -> int:
     return 0
 
 
+def sigreg_data() -> tuple:
+    """Embeddings ``(10, 6)`` (rank r holds rows ``5r:5r+5``) and the sketch ``(6, 4)``."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(10, 6, generator=g, dtype=torch.float64) * 0.7, torch.randn(
+        6, 4, generator=g, dtype=torch.float64
+    )
+
+
+def run_sigreg(out: Path) -> int:
+    """SIGReg of this rank's half of :func:`sigreg_data` (global statistic), with a linear
+    layer's gradient averaged over the ranks as DDP does; saves value and gradient."""
+    import torch
+    import torch.distributed as dist
+
+    from ijepa.train.regularizers import sigreg
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    z, dirs = sigreg_data()
+    weight = torch.eye(6, dtype=torch.float64).requires_grad_()
+    mine = z[5 * rank : 5 * rank + 5] @ weight
+    value = sigreg(mine, dirs, across_ranks=True)
+    value.backward()
+    grad = weight.grad.clone()
+    dist.all_reduce(grad)
+    grad /= world  # DDP's average
+    torch.save({"value": value.detach(), "grad": grad}, out / f"rank{rank}.pt")
+    dist.destroy_process_group()
+    return 0
+
+
 if __name__ == "__main__":
     mode, arg = sys.argv[1], sys.argv[2]
     if mode == "eval":
         sys.exit(run_eval(Path(arg)))
+    if mode == "sigreg":
+        sys.exit(run_sigreg(Path(arg)))
     sys.exit((run_train if mode == "train" else run_codes)(json.loads(arg)))

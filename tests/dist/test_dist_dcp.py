@@ -16,7 +16,8 @@ from dist_helpers import TINY, check_ok, launch, losses, max_rel_diff, worker_cm
 from ijepa import checkpoint as ckpt
 from ijepa import sharded_checkpoint as sharded
 from ijepa.cli import main as cli_main
-from ijepa.config import Config, apply_overrides
+from ijepa.config import apply_overrides
+from ijepa.recipes import preset
 from ijepa.train.loop import train
 from ijepa.train.sharded import sharded_to_state
 
@@ -65,7 +66,7 @@ def test_sharded_checkpoints_survive_a_kill_and_resume_on_one_rank(tmp_path) -> 
 
     # resume on one process, same global batch (8 = 2 x 4), to step 8
     one = [*TINY, *FSDP, "data.batch_size=8", f"logging.folder={run}", "optimization.max_steps=8"]
-    result = train(apply_overrides(Config(), one))
+    result = train(apply_overrides(preset("small-cpu"), one))
     assert result.step == 8
     assert not list(run.glob(".*.tmp"))  # a write the kill cut short was cleaned up
     got, want = losses(run), losses(ref)
@@ -86,5 +87,5 @@ def test_sharded_checkpoints_survive_a_kill_and_resume_on_one_rank(tmp_path) -> 
     state = ckpt.load_checkpoint(whole)
     assert state["step"] == 8 and max_rel_diff(state["encoder"], b["encoder"]) < REL
     nine = [*TINY, "data.batch_size=8", f"logging.folder={whole.parent}", "optimization.max_steps=9"]
-    assert train(apply_overrides(Config(), nine)).step == 9
+    assert train(apply_overrides(preset("small-cpu"), nine)).step == 9
     ckpt.load_checkpoint(whole)  # the single-file run kept its format

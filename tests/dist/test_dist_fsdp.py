@@ -12,7 +12,8 @@ from dist_helpers import TINY, check_ok, launch, losses, max_rel_diff, worker_cm
 
 from ijepa import checkpoint as ckpt
 from ijepa import sharded_checkpoint as sharded
-from ijepa.config import Config, apply_overrides
+from ijepa.config import apply_overrides
+from ijepa.recipes import preset
 from ijepa.train.loop import train
 from ijepa.train.sharded import sharded_to_state
 
@@ -53,7 +54,7 @@ def test_fsdp_matches_ddp_and_checkpoints_move_between_modes(tmp_path):
     sharded.latest_dir(fsdp_then_one).symlink_to(sharded.step_dir(fsdp_then_one, 3).name)
     for folder in (ddp, fsdp_then_one):
         one = [f"logging.folder={folder}", "data.batch_size=8", "optimization.max_steps=4"]
-        train(apply_overrides(Config(), [*TINY, *one]))
+        train(apply_overrides(preset("small-cpu"), [*TINY, *one]))
     assert len(losses(fsdp)) == len(losses(ddp)) == 4
     assert losses(fsdp) == pytest.approx(losses(ddp), rel=REL)
     assert losses(fsdp_then_one) == pytest.approx(losses(ddp)[3:], rel=REL)

@@ -4,7 +4,9 @@ One 2-rank launch runs two jobs: a fresh 2-step run (batch 4 per rank), and a re
 a 1-process run (batch 8) checkpointed at step 2. The parent runs the 1-process references.
 """
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,6 +28,12 @@ def _one_rank(folder, *extra):
         preset("small-cpu"), [*TINY, f"logging.folder={folder}", "data.batch_size=8", *extra]
     )
     return train(cfg)
+
+
+def records(folder: Path) -> list[dict]:
+    """The metrics records of a run folder, in step order."""
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines]
 
 
 def test_two_ranks_equal_one_rank_and_resume_across_world_sizes(tmp_path):
@@ -59,6 +67,11 @@ def test_two_ranks_equal_one_rank_and_resume_across_world_sizes(tmp_path):
         assert max_rel_diff(a[key], b[key]) < REL, key
     before = ckpt.load_checkpoint(ckpt.step_path(ref, 2))  # the step really moved the weights
     assert max_rel_diff(before["encoder"], b["encoder"]) > 1e-3
+    # ... and the collapse probe reads the same rank: its batch is drawn from both ranks' images
+    # (one rank's 4 images alone bound the effective rank by 4; the 8 here read 4.4)
+    rank_two, rank_one = (records(f)[0]["probe_rank"] for f in (two, ref))
+    assert rank_one > 4.2
+    assert rank_two == pytest.approx(rank_one, rel=1e-3)
 
     # 2a. 2 ranks -> resumed on 1 rank (batch 8) continues like the uninterrupted run
     _one_rank(two, "optimization.max_steps=4")
@@ -77,6 +90,30 @@ def test_two_ranks_equal_one_rank_and_resume_across_world_sizes(tmp_path):
             assert torch.allclose(
                 end["opt"]["state"][i]["exp_avg"], st["exp_avg"], rtol=1e-4, atol=1e-9
             )
+
+
+def test_sigreg_across_ranks_is_the_global_statistic(tmp_path):
+    """Two ranks with half of the embeddings each: the value is the one-process statistic of all
+    of them, and DDP's average of the ranks' gradients is its gradient."""
+    import sys
+
+    from dist_helpers import HERE
+    from dist_worker import sigreg_data
+
+    from ijepa.train.regularizers import sigreg
+
+    cmd = [sys.executable, str(HERE / "dist_worker.py"), "sigreg", str(tmp_path)]
+    check_ok(launch([cmd, cmd], timeout=180))
+    z, dirs = sigreg_data()
+    weight = torch.eye(6, dtype=torch.float64).requires_grad_()
+    want = sigreg(z @ weight, dirs)
+    want.backward()
+    halves = [float(sigreg(z[:5], dirs)), float(sigreg(z[5:], dirs))]
+    assert abs((halves[0] + halves[1]) / 2 - float(want.detach())) > 1e-3  # each half differs
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert float(got["value"]) == pytest.approx(float(want.detach()), rel=1e-5)  # float32 inside
+        assert torch.allclose(got["grad"], weight.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_resume_refuses_a_different_global_batch(tmp_path):

@@ -26,8 +26,9 @@ broadcast from rank 0 and resharded by ``torch.distributed.checkpoint.state_dict
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,7 +303,33 @@ def wrap_models(
     # FSDP keeps a root module's own parameters unsharded after its forward (backward would need
     # them again); the target has no backward, so reshard it at once: the EMA needs the shards.
     models.target_encoder.register_forward_hook(_reshard_after_forward)
+    # Targets from several blocks call get_intermediate_layers, not forward: without this its
+    # root parameters (patch embedding, positions, norm) stay sharded and the first step fails
+    # with "mixed torch.Tensor and DTensor".
+    for module in (models.encoder, models.target_encoder):
+        _fsdp_intermediate_layers(module, reshard=module is models.target_encoder)
     return ParallelModels(models=models, step_models=models, mode="fsdp", rank=rank)
+
+
+def _fsdp_intermediate_layers(module: nn.Module, *, reshard: bool) -> None:
+    """Make a sharded module's ``get_intermediate_layers`` (if any) gather its parameters as its
+    forward does, and with ``reshard`` free them afterwards (as ``_reshard_after_forward``)."""
+    from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+
+    if not callable(getattr(module, "get_intermediate_layers", None)):
+        return
+    register_fsdp_forward_method(module, "get_intermediate_layers")
+    if not (reshard and isinstance(module, FSDPModule)):
+        return
+    inner: Callable[..., Any] = getattr(module, "get_intermediate_layers")  # noqa: B009
+
+    @functools.wraps(inner)
+    def get_intermediate_layers(*args: Any, **kwargs: Any) -> Any:
+        out = inner(*args, **kwargs)
+        module.reshard()
+        return out
+
+    object.__setattr__(module, "get_intermediate_layers", get_intermediate_layers)
 
 
 def _reshard_after_forward(module: nn.Module, args: Any, output: Any) -> None:
