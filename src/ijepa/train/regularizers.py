@@ -45,6 +45,13 @@ REGULARIZERS = ("none", "sigreg")
 REG_ON = ("pooled", "tokens")
 
 
+def _world_size() -> int:
+    """Processes in the default group (1 without one)."""
+    if tdist.is_available() and tdist.is_initialized():
+        return tdist.get_world_size()
+    return 1
+
+
 def _global_sums(
     cos_sum: torch.Tensor, sin_sum: torch.Tensor, n: int
 ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
@@ -52,10 +59,10 @@ def _global_sums(
 
     One all-reduce in the forward, none in the backward: the other ranks' sums enter as
     constants, so the gradient that reaches this rank's samples is exactly theirs in the global
-    statistic. (A differentiable all-reduce, whose backward is a second collective, deadlocked
-    beside FSDP's own backward collectives on gloo.)
+    statistic. (A differentiable all-reduce, whose backward is a second collective, hung
+    the 2-rank FSDP test on gloo; this form needs no collective in the backward.)
     """
-    if not (tdist.is_available() and tdist.is_initialized()) or tdist.get_world_size() < 2:
+    if _world_size() < 2:
         return cos_sum, sin_sum, float(n), 1
     with torch.no_grad():
         total = torch.cat([cos_sum.flatten(), sin_sum.flatten()]).double()
@@ -64,7 +71,7 @@ def _global_sums(
     size = cos_sum.numel()
     others_cos = (total[:size].view_as(cos_sum) - cos_sum.detach().double()).to(cos_sum.dtype)
     others_sin = (total[size:-1].view_as(sin_sum) - sin_sum.detach().double()).to(sin_sum.dtype)
-    return cos_sum + others_cos, sin_sum + others_sin, float(total[-1]), tdist.get_world_size()
+    return cos_sum + others_cos, sin_sum + others_sin, float(total[-1]), _world_size()
 
 
 def epps_pulley(
@@ -129,7 +136,8 @@ def sigreg(
     Computed in float32 whatever ``z``'s dtype (bf16 cos/sin of large arguments are too coarse).
     ``across_ranks``: ``z`` is this rank's share of the embeddings (see :func:`epps_pulley`).
     """
-    if z.ndim != 2 or (z.shape[0] < 2 and not across_ranks):
+    least = 1 if across_ranks and _world_size() > 1 else 2  # a rank may hold a single sample
+    if z.ndim != 2 or z.shape[0] < least:
         raise ValueError(f"sigreg expects (N >= 2, D) embeddings, got shape {tuple(z.shape)}")
     proj = z.float() @ directions.to(device=z.device, dtype=torch.float32)  # (N, S)
     stat = epps_pulley(proj, t_max=t_max, num_points=num_points, across_ranks=across_ranks)
