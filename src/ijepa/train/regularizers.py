@@ -24,10 +24,11 @@ of every view, with no EMA teacher and no predictor. Here it is an *added* term 
 ``loss = jepa_loss + reg_weight * sigreg(z)``, on the context encoder's output. ``z`` is either the
 average of each image's context tokens (``reg_on="pooled"``, N = batch) or every context token
 (``reg_on="tokens"``, N = batch x kept tokens). Under DDP/FSDP the statistic is that of the
-*global* batch, as in LeJEPA's own code: the ranks sum their characteristic-function sums and counts
-(one small all-reduce of ``2 x S x T`` values in the forward; see :func:`epps_pulley` for the
-gradient), so a run on W processes regularises what one process with the same global batch does. (Each rank's own slice made the term depend on
-the number of processes: on the 2-rank test run it read 2.14 where one process read 3.61.)
+*global* batch: the ranks add up their characteristic-function sums and counts (one small
+all-reduce of ``2 x S x T`` values in the forward; see :func:`epps_pulley` for the gradient), so a
+run on W processes regularises what one process with the same global batch does. (Each rank's
+own slice made the term depend on the number of processes: on the 2-rank test run it read 2.14
+where one process with the same 8 images read 3.61.)
 """
 
 from __future__ import annotations
