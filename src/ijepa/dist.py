@@ -14,6 +14,7 @@ process on a timeout before Python sees an error; its log line names the rank an
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -126,6 +127,47 @@ def is_comm_error(err: BaseException) -> bool:
     return any(marker in text for marker in _COMM_ERROR_MARKERS)
 
 
+_GENERATIONS = itertools.count()
+"""How many process groups this process has joined: each one's rendezvous keys get their own
+prefix (see :func:`_join_group`)."""
+
+
+def _join_group(info: DistInfo, device: torch.device, timeout: timedelta, generation: int) -> Any:
+    """Rendezvous through ``env://`` and initialise the default process group; returns the store.
+
+    A process may join several groups one after the other on the same ``MASTER_PORT`` (the
+    multi-process tests, a notebook calling ``train`` twice). torch reuses rank 0's store server
+    while anything still holds it (FSDP modules returned to the caller do), and a new group's
+    keys would then meet the previous group's: a rank reads the old addresses, "joins" a group no
+    one else is in, and hangs in its first collective. So each group's keys live under a prefix
+    naming this process's join count (``ijepa/<n>/``; every rank runs the same jobs in the same
+    order). A rank that reached the old server just before rank 0 let it go loses the
+    connection; it joins again, up to two more times.
+    """
+    from torch.distributed.rendezvous import rendezvous
+
+    for attempt in range(3):
+        raw, _, _ = next(
+            rendezvous("env://", rank=info.rank, world_size=info.world_size, timeout=timeout)
+        )
+        store = tdist.PrefixStore(f"ijepa/{generation}/", raw)
+        try:
+            tdist.init_process_group(
+                backend_for(device),
+                store=store,
+                rank=info.rank,
+                world_size=info.world_size,
+                timeout=timeout,
+            )
+            return store
+        except tdist.DistNetworkError as err:
+            if info.rank == 0 or attempt == 2:
+                raise
+            logger.debug("rendezvous store went away while joining (%s); joining again", err)
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class DistContext:
     """A joined process group (or a single process) and the collectives the loop uses.
@@ -200,19 +242,7 @@ class DistContext:
             torch.cuda.set_device(device)
         timeout = timedelta(seconds=timeout_s)
         try:
-            # Our own handle on the rendezvous store, used to name unresponsive ranks on failure.
-            from torch.distributed.rendezvous import rendezvous
-
-            store, _, _ = next(
-                rendezvous("env://", rank=info.rank, world_size=info.world_size, timeout=timeout)
-            )
-            tdist.init_process_group(
-                backend_for(device),
-                store=store,
-                rank=info.rank,
-                world_size=info.world_size,
-                timeout=timeout,
-            )
+            store = _join_group(info, device, timeout, next(_GENERATIONS))
         except (RuntimeError, ValueError) as err:
             raise DistributedError(
                 f"rank {info.rank} of {info.world_size} could not join the process group at "

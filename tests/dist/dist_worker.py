@@ -5,7 +5,10 @@ other in this process (each joins and leaves the process group), and exits with 
 exit code. ``codes``: runs every job whatever happens and prints their exit codes as one JSON
 line. ``eval``: runs the sharded evaluation of :mod:`ijepa.eval.distributed` on fixed random
 data and saves this rank's results to ``OUT/rank<r>.pt``; ``sigreg``: the global SIGReg of
-half of fixed embeddings per rank, its value and DDP-averaged gradient, saved likewise.
+half of fixed embeddings per rank, its value and DDP-averaged gradient, saved likewise;
+``rejoin``: joins and leaves three process groups in a row through :class:`ijepa.dist.DistContext`
+while keeping every group alive (as FSDP modules returned to a caller do), rank 0 late to
+leave, and saves each group's all-gathered ranks.
 """
 
 from __future__ import annotations
@@ -106,10 +109,33 @@ def run_sigreg(out: Path) -> int:
     return 0
 
 
+def run_rejoin(out: Path) -> int:
+    """Three groups in a row on one ``MASTER_PORT``; the old groups stay referenced."""
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    from ijepa.dist import DistContext, dist_info_from_env
+
+    info, kept, gathered = dist_info_from_env(), [], []
+    for _ in range(3):
+        ctx = DistContext.start(info, torch.device("cpu"), timeout_s=60)
+        kept.append(dist.group.WORLD)  # holds the group, and so its store, past close()
+        gathered.append(ctx.all_gather_tensor(torch.tensor([info.rank])).flatten().tolist())
+        if info.rank == 0:
+            time.sleep(1.0)  # rank 0 still busy (its last checkpoint) when the others rejoin
+        ctx.close()
+    torch.save({"gathered": gathered}, out / f"rank{info.rank}.pt")
+    return 0
+
+
 if __name__ == "__main__":
     mode, arg = sys.argv[1], sys.argv[2]
     if mode == "eval":
         sys.exit(run_eval(Path(arg)))
     if mode == "sigreg":
         sys.exit(run_sigreg(Path(arg)))
+    if mode == "rejoin":
+        sys.exit(run_rejoin(Path(arg)))
     sys.exit((run_train if mode == "train" else run_codes)(json.loads(arg)))

@@ -116,6 +116,21 @@ def test_sigreg_across_ranks_is_the_global_statistic(tmp_path):
         assert torch.allclose(got["grad"], weight.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_a_process_can_join_several_groups_in_a_row(tmp_path):
+    """Jobs run one after the other in the same processes (same port, old groups still
+    referenced, rank 0 late to leave) each get a group of their own: before the rendezvous keys
+    had a per-join prefix the second join met the first group's keys and hung."""
+    import sys
+
+    from dist_helpers import HERE
+
+    cmd = [sys.executable, str(HERE / "dist_worker.py"), "rejoin", str(tmp_path)]
+    check_ok(launch([cmd, cmd], timeout=120))
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got["gathered"] == [[0, 1]] * 3
+
+
 def test_resume_refuses_a_different_global_batch(tmp_path):
     run = tmp_path / "run"
     _one_rank(run, "optimization.max_steps=1")
