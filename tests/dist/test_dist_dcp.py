@@ -86,6 +86,11 @@ def test_sharded_checkpoints_survive_a_kill_and_resume_on_one_rank(tmp_path) -> 
     assert cli_main(["convert", "--to", "ours", str(latest), str(whole)]) == 0
     state = ckpt.load_checkpoint(whole)
     assert state["step"] == 8 and max_rel_diff(state["encoder"], b["encoder"]) < REL
-    nine = [*TINY, "data.batch_size=8", f"logging.folder={whole.parent}", "optimization.max_steps=9"]
+    nine = [
+        *TINY,
+        "data.batch_size=8",
+        f"logging.folder={whole.parent}",
+        "optimization.max_steps=9",
+    ]
     assert train(apply_overrides(preset("small-cpu"), nine)).step == 9
     ckpt.load_checkpoint(whole)  # the single-file run kept its format

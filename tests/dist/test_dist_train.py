@@ -20,6 +20,12 @@ from ijepa.train.loop import train
 pytestmark = pytest.mark.distributed
 
 REL = 1e-5
+# Weights after AdamW steps: a batch of 4 + 4 and one of 8 sum in different orders, and AdamW's
+# normalisation turns that fp32 noise in near-zero gradients into weight differences: the
+# encoder's step-1 difference is 8.0e-6 with the official predictor pairing and 8.3e-6 with the
+# shared-context one (small-cpu's since 2026-12-01), 1.35e-5 after the 2 -> 1 rank resume; one
+# step moves them by more than 1e-3 (asserted below).
+WEIGHTS_REL = 5e-5
 
 
 def _one_rank(folder, *extra):
@@ -64,7 +70,7 @@ def test_two_ranks_equal_one_rank_and_resume_across_world_sizes(tmp_path):
     b = ckpt.load_checkpoint(ckpt.step_path(ref, 1))
     assert (a["world_size"], a["batch_size"], a["global_batch_size"]) == (2, 4, 8)
     for key in ("encoder", "predictor", "target_encoder"):
-        assert max_rel_diff(a[key], b[key]) < REL, key
+        assert max_rel_diff(a[key], b[key]) < WEIGHTS_REL, key
     before = ckpt.load_checkpoint(ckpt.step_path(ref, 2))  # the step really moved the weights
     assert max_rel_diff(before["encoder"], b["encoder"]) > 1e-3
     # ... and the collapse probe reads the same rank: its batch is drawn from both ranks' images
@@ -85,7 +91,7 @@ def test_two_ranks_equal_one_rank_and_resume_across_world_sizes(tmp_path):
         end = ckpt.load_checkpoint(ckpt.latest_path(folder))
         assert end["step"] == 4
         for key in ("encoder", "predictor", "target_encoder"):
-            assert max_rel_diff(end[key], end_ref[key]) < REL, (folder.name, key)
+            assert max_rel_diff(end[key], end_ref[key]) < WEIGHTS_REL, (folder.name, key)
         for i, st in end_ref["opt"]["state"].items():
             assert torch.allclose(
                 end["opt"]["state"][i]["exp_avg"], st["exp_avg"], rtol=1e-4, atol=1e-9
@@ -112,7 +118,9 @@ def test_sigreg_across_ranks_is_the_global_statistic(tmp_path):
     assert abs((halves[0] + halves[1]) / 2 - float(want.detach())) > 1e-3  # each half differs
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt")
-        assert float(got["value"]) == pytest.approx(float(want.detach()), rel=1e-5)  # float32 inside
+        assert float(got["value"]) == pytest.approx(
+            float(want.detach()), rel=1e-5
+        )  # float32 inside
         assert torch.allclose(got["grad"], weight.grad, rtol=1e-4, atol=1e-6)
 
 
