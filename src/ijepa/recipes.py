@@ -104,7 +104,7 @@ def _small_cpu() -> Config:
     # 15,159 steps in 27.7 min against the official pairing's 14,859 planned in 30, with the same
     # quality (all-tokens linear / kNN / 1 %: 0.870 / 0.853 / 0.783 vs 0.865 / 0.856 / 0.780),
     # and the held-out table of docs/recipes.md was re-run with it (no collapse 9/9).
-    # Likewise the dataset normalisation only (the demo's per-image standardisation was chosen on
+    # The dataset normalisation only (the demo's per-image standardisation was chosen on
     # the embedded shapes, whose background level is a nuisance; on Fashion-MNIST brightness is
     # part of the class, and the held-out tables have not been re-run with it).
     cfg.meta.input_norm = "none"
