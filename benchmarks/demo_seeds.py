@@ -5,7 +5,7 @@ masks), each in its own 1-thread process, ``--parallel`` at a time, without the 
 report, then prints one JSON line per seed and a table of the trained encoder against a random init and
 raw pixels: the gain is trained minus the *better* of the two baselines, in points.
 
-    python benchmarks/demo_seeds.py                          # seeds 0,1,2, two at a time, 20 epochs
+    python benchmarks/demo_seeds.py                          # seeds 0,1,2, two at a time, 30 epochs
     python benchmarks/demo_seeds.py --seeds 0-4 --parallel 4 --set meta.pred_depth=4
     python benchmarks/demo_seeds.py --set meta.device=cuda --parallel 12 --seeds 0-11   # on a GPU
 
@@ -28,11 +28,11 @@ from typing import Any
 
 from ijepa.cli.train import DEMO_MAX_EPOCHS
 
-#: The default fixed schedule: the ``demo`` preset's own, the most ``ijepa demo`` plans, and what
-#: ``make demo`` plans in its 7 minutes on a fast 2-core machine (all 3,120 steps in a fresh-clone
-#: run on the Intel Xeon with AMX, 2,660 in another at a busier moment). A fixed schedule, not a
-#: time budget, so that the figures do not depend on how busy the machine is: a 1-thread process
-#: per seed plans far fewer steps in the demo's minutes than the demo's two ranks.
+#: The default fixed schedule: the ``demo`` preset's own (30 epochs, 4,680 steps), the most
+#: ``ijepa demo`` plans; its 7 minutes fit most of it on a fast 2-core machine (about 27 epochs
+#: on the Intel Xeon with AMX). A fixed schedule, not a time budget, so that the figures do not
+#: depend on how busy the machine is: a 1-thread process per seed plans far fewer steps in the
+#: demo's minutes than the demo's two ranks.
 DEFAULT_EPOCHS = int(DEMO_MAX_EPOCHS)
 
 

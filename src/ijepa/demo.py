@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from ijepa.data import load_imageset
 from ijepa.diagnostics import collapse_message, collapse_summary
 from ijepa.eval.images import quick_probe, raw_probe
 from ijepa.models import build_encoder, random_init_encoder
-from ijepa.train.budget import BudgetError, budget_config, calibrate, plan_steps
+from ijepa.train.budget import BudgetError, budget_config, calibrate, plan_steps, ranks_step_s
 from ijepa.train.local_launch import launch_local
 from ijepa.train.loop import train
 from ijepa.viz.curves import read_metrics
@@ -81,6 +82,10 @@ def plan_for_budget(
         cal = calibrate(rank_cfg, 12, limit_min=minutes / 2)
     finally:
         torch.set_num_threads(threads)
+    if procs > 1:  # the ranks' own step: slower than one rank's share timed alone
+        rank_threads = max(1, (os.cpu_count() or 1) // procs)
+        step_s = ranks_step_s(cfg, 12, procs=procs, threads=rank_threads, limit_min=minutes / 2)
+        cal = dataclasses.replace(cal, step_s=step_s)
     left = 60.0 * minutes - (time.perf_counter() - t0)
     fit = plan_steps(cal, left, log_every=cfg.logging.log_every, ipe=ipe)
     steps = min(fit, int(max_epochs * ipe))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ijepa.cli import main as cli_main
-from ijepa.cli.train import DEMO_MAX_MINUTES
+from ijepa.cli.train import DEMO_MAX_EPOCHS, DEMO_MAX_MINUTES
 from ijepa.config import apply_overrides, load_config
 from ijepa.recipes import preset
 
@@ -59,7 +59,7 @@ def test_demo_plans_its_schedule_for_the_budget(tmp_path, capsys):
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step_s"] > 0
-    assert 1 <= summary["planned_steps"] <= 20 * 4  # at most 20 epochs of 4 steps
+    assert 1 <= summary["planned_steps"] <= DEMO_MAX_EPOCHS * 4  # the preset's epochs of 4 steps
     assert summary["steps"] == summary["planned_steps"]  # the schedule ran to its end
     saved = (out / "config.yaml").read_text()
     assert "ipe_scale" in saved and "time_limit_min: 0.44" in saved  # 1.1 x --minutes

@@ -15,10 +15,10 @@ logger = logging.getLogger(__name__)
 #: ``ijepa demo --minutes`` default: the pretraining budget (calibration included) that keeps
 #: ``make demo`` within 10 minutes on a fresh 2-core machine (set-up and install ~1.5 min,
 #: evaluation and report ~0.5 min); the schedule is planned to fit it
-#: (:func:`ijepa.demo.plan_for_budget`). 7, not 5: on the 2-core Intel Xeon (AMX) 5 minutes
-#: planned ~13 epochs, and at 16 epochs the trained encoder's kNN lead over both baselines was
-#: under 10 points on one of three seeds (+8.3); at 20 epochs it was +14.1 / +11.0 / +11.0
-#: (`benchmarks/demo_seeds.py`, docs/recipes.md).
+#: (:func:`ijepa.demo.plan_for_budget`). On the 2-core Intel Xeon (AMX) 7 minutes fit about 27 of
+#: the preset's 30 epochs; the trained encoder's lead over both baselines grows with the length
+#: (`benchmarks/demo_seeds.py`, seeds 0-2, kNN: +8.3 at worst at 16 epochs, +11.0 at 20, +17.6
+#: at 30; docs/recipes.md).
 DEMO_MINUTES = 7.0
 #: The planned schedule never exceeds the ``demo`` preset's own (a fast machine or a GPU stops
 #: there): a demo that plans it runs exactly the preset's schedule, warm-up included, which is what

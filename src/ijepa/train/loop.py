@@ -106,6 +106,7 @@ def train(cfg: Config, *, on_log: Callable[[dict[str, Any]], None] | None = None
                 # a run stopped by the time limit checkpoints its last step, like a finished one
                 timed_out = done < end and clock.reached(done)
                 save = ckpt.due(done) or timed_out
+                recorded = False
                 if save or (done % log_every == 0 and not out.skipped):
                     phase.where = f"averaging metrics at step {done}"
                     weights = nonfinite_weights(run.parallel.models) if save else None
@@ -118,10 +119,13 @@ def train(cfg: Config, *, on_log: Callable[[dict[str, Any]], None] | None = None
                         alarms = watch.check(rec, batch.images)
                         log.write(rec, alarms)
                         bar.set_postfix(progress_postfix(rec, alarms))
+                        recorded = True
                 if save:
                     phase.where = f"writing the checkpoint of step {done}"
                     final = done == end or timed_out
                     ckpt.save(done, lr=run.sched.lr(step), loss=log.last_loss, final=final)
+                if recorded:  # the next record times its steps, not this record's work
+                    meter.start_clock()
                 if timed_out:
                     clock.report_stop(done, end)
                     break
