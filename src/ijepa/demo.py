@@ -6,6 +6,8 @@ import dataclasses
 import json
 import logging
 import os
+import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,14 @@ from ijepa.data import load_imageset
 from ijepa.diagnostics import collapse_message, collapse_summary
 from ijepa.eval.images import quick_probe, raw_probe
 from ijepa.models import build_encoder, random_init_encoder
-from ijepa.train.budget import BudgetError, budget_config, calibrate, plan_steps, ranks_step_s
+from ijepa.train.budget import (
+    WARMUP_STEPS,
+    BudgetError,
+    budget_config,
+    calibrate,
+    plan_steps,
+    probe_config,
+)
 from ijepa.train.local_launch import launch_local
 from ijepa.train.loop import train
 from ijepa.viz.curves import read_metrics
@@ -53,6 +62,28 @@ def _train(
     return target, state["model_args"], int(state["step"]), run_dir, history
 
 
+def ranks_step_s(cfg: Config, steps: int, *, procs: int, threads: int, limit_min: float) -> float:
+    """Median wall seconds of a step when ``procs`` local ranks share ``cfg``'s global batch.
+
+    :func:`ijepa.train.budget.calibrate` times one rank's share in this process, with the other
+    cores idle; the ranks of a real run also wait on each other's gradients and share the memory
+    system. On the 2-core Intel Xeon (AMX) the demo's in-process step took 0.079 s and its two
+    1-thread ranks 0.090 s (a run planned on the first would overrun its budget). So a
+    multi-process demo is planned on this: ``steps`` steps of the same launch in a throwaway
+    folder, timed by their metrics records, the first :data:`WARMUP_STEPS` left out.
+    """
+    with tempfile.TemporaryDirectory(prefix="ijepa-calibration-") as folder:
+        run_dir = launch_local(probe_config(cfg, folder, steps, limit_min), procs, threads=threads)
+        records = read_metrics(Path(run_dir) / "metrics.jsonl")
+    timed = records[WARMUP_STEPS:]
+    if len(timed) < 2:
+        raise BudgetError(
+            f"timing {procs} ranks ran only {len(records)} step(s) in {limit_min * 60:.0f} s: "
+            "the budget is too short for this config on this machine; give more minutes"
+        )
+    return statistics.median(cfg.data.batch_size / r["img_per_s"] for r in timed)
+
+
 def plan_for_budget(
     cfg: Config, *, procs: int, minutes: float, max_epochs: float, limit_min: float | None
 ) -> tuple[Config, dict[str, Any]]:
@@ -82,6 +113,7 @@ def plan_for_budget(
         cal = calibrate(rank_cfg, 12, limit_min=minutes / 2)
     finally:
         torch.set_num_threads(threads)
+    # the in-process calibration above still gives the record, start-up and checkpoint costs
     if procs > 1:  # the ranks' own step: slower than one rank's share timed alone
         rank_threads = max(1, (os.cpu_count() or 1) // procs)
         step_s = ranks_step_s(cfg, 12, procs=procs, threads=rank_threads, limit_min=minutes / 2)

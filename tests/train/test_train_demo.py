@@ -111,3 +111,27 @@ def test_demo_rejects_negative_max_minutes(tmp_path):
     with pytest.raises(SystemExit) as err:
         cli_main(["demo", "--out", str(tmp_path / "x"), "--max-minutes", "-1"])
     assert "--max-minutes must be >= 0" in str(err.value)
+
+
+@pytest.mark.distributed
+def test_ranks_step_s_times_the_launched_ranks_own_steps(tmp_path, monkeypatch):
+    """A multi-process demo's plan takes its step time from the ranks' own records (one per
+    step), the warm-up steps left out; a launch that times too few steps is a BudgetError."""
+    from ijepa import demo
+    from ijepa.recipes import TINY_OVERRIDES
+    from ijepa.train.budget import WARMUP_STEPS, BudgetError
+
+    seen: list[int] = []
+    real = demo.launch_local
+
+    def spy(cfg, procs, **kw):  # type: ignore[no-untyped-def]
+        seen.append(procs)
+        return real(cfg, procs, **kw)
+
+    monkeypatch.setattr(demo, "launch_local", spy)
+    cfg = apply_overrides(preset("demo"), [*TINY_OVERRIDES, "data.batch_size=8"])
+    step_s = demo.ranks_step_s(cfg, 6, procs=2, threads=1, limit_min=5.0)
+    assert seen == [2]
+    assert 0.0 < step_s < 5.0
+    with pytest.raises(BudgetError, match="ran only"):
+        demo.ranks_step_s(cfg, WARMUP_STEPS + 1, procs=2, threads=1, limit_min=5.0)

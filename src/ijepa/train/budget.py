@@ -15,7 +15,6 @@ schedule) and by ``benchmarks/quality.py``.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import statistics
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 from ijepa.config import Config, ConfigError, apply_overrides, validate
 
 __all__ = ["PLAN_MARGIN", "WARMUP_STEPS", "BudgetError", "Calibration", "budget_config",
-           "calibrate", "plan_steps", "ranks_step_s"]  # fmt: skip
+           "calibrate", "plan_steps", "probe_config"]  # fmt: skip
 
 #: Part of the remaining budget planned for steps; the rest absorbs machine-load swings.
 PLAN_MARGIN = 0.97
@@ -58,7 +57,7 @@ class Calibration:
     (for budgets in CPU time, which stay fair when other jobs share the machine)."""
 
 
-def _probe_config(cfg: Config, folder: str, steps: int, limit_min: float) -> Config:
+def probe_config(cfg: Config, folder: str, steps: int, limit_min: float) -> Config:
     """``cfg`` as a throwaway run of ``steps`` steps in ``folder``, a record after every step."""
     return apply_overrides(
         cfg,
@@ -82,7 +81,7 @@ def calibrate(cfg: Config, steps: int, limit_min: float) -> Calibration:
     stamps: list[tuple[float, float]] = []  # (time of the record, the record's img_per_s)
     cpu: list[float] = []  # process CPU time at each record
     with tempfile.TemporaryDirectory(prefix="ijepa-calibration-") as folder:
-        probe = _probe_config(cfg, folder, steps, limit_min)
+        probe = probe_config(cfg, folder, steps, limit_min)
         t0 = time.perf_counter()
 
         def on_log(rec: dict) -> None:
@@ -110,31 +109,6 @@ def calibrate(cfg: Config, steps: int, limit_min: float) -> Calibration:
         steps=len(stamps),
         cpu_step_s=step_s * cpu_share,
     )
-
-
-def ranks_step_s(cfg: Config, steps: int, *, procs: int, threads: int, limit_min: float) -> float:
-    """Median wall seconds of a step when ``procs`` local ranks share ``cfg``'s global batch.
-
-    :func:`calibrate` times one rank's share in this process, with the other cores idle; the
-    ranks of a real run also wait on each other's gradients and share the memory system. On the
-    2-core Intel Xeon (AMX) the demo's in-process step took 0.079 s and its two 1-thread ranks
-    0.091 s (a run planned on the first overran its budget). So a multi-process run is planned
-    on this: ``steps`` steps of the same launch (:func:`ijepa.train.local_launch.launch_local`)
-    in a throwaway folder, the first :data:`WARMUP_STEPS` untimed.
-    """
-    from ijepa.train.local_launch import launch_local  # it imports the training modules
-
-    with tempfile.TemporaryDirectory(prefix="ijepa-calibration-") as folder:
-        run_dir = launch_local(_probe_config(cfg, folder, steps, limit_min), procs, threads=threads)
-        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-        records = [json.loads(line) for line in lines if line.strip()]
-    timed = [r for r in records[WARMUP_STEPS:] if r.get("img_per_s")]
-    if len(timed) < 2:
-        raise BudgetError(
-            f"timing {procs} ranks ran only {len(records)} step(s) in {limit_min * 60:.0f} s: "
-            "the budget is too short for this config on this machine; give more minutes"
-        )
-    return statistics.median(cfg.data.batch_size / r["img_per_s"] for r in timed)
 
 
 def plan_steps(cal: Calibration, seconds: float, *, log_every: int, ipe: int) -> int:
