@@ -14,6 +14,7 @@ process on a timeout before Python sees an error; its log line names the rank an
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import os
@@ -260,16 +261,43 @@ class DistContext:
         )
         return ctx
 
-    def close(self, *, after_failure: bool = False) -> None:
+    def close(self, *, after_failure: bool = False, finished: bool = False) -> None:
         """Leave the process group if this context created it.
 
-        After a communication failure the group is only dropped (tearing it down could block on
-        the dead peer); the process exits soon after anyway.
+        ``finished``: every rank ends the same job normally. The ranks then meet at a barrier
+        first, which on gloo also waits for every collective still queued on this rank (FSDP
+        issues some asynchronously), so no rank tears down its side while a peer is still in a
+        collective, and no backend thread is left holding a tensor once the group is gone. The
+        group is then destroyed and the garbage it leaves (modules and work objects in reference
+        cycles) collected now, while the interpreter is whole: a gloo rank that left this to
+        interpreter shutdown was once aborted there ("terminate called without an active
+        exception", exit -6) after a run that had finished. Without ``finished`` (an error on
+        this rank, which its peers may not share) there is no barrier: it could wait for a
+        peer that has already gone. After a communication failure the group is only dropped
+        (tearing it down could block on the dead peer); the process exits soon after anyway.
         """
-        if self.owns_group and tdist.is_initialized() and not after_failure:
+        leave = self.owns_group and tdist.is_initialized() and not after_failure
+        if leave and (not finished or self._end_barrier()):
             tdist.destroy_process_group()
+            gc.collect()
         self.owns_group = False
         self._store = None
+
+    def _end_barrier(self) -> bool:
+        """The end-of-run barrier; False (said in a warning) if a peer had already gone."""
+        try:
+            tdist.barrier()
+        except RuntimeError as err:
+            if not is_comm_error(err):
+                raise
+            logger.warning(
+                "rank %d: this rank finished, but a peer left before the end-of-run barrier "
+                "(%s); leaving the process group without tearing it down",
+                self.rank,
+                _first_line(err),
+            )
+            return False
+        return True
 
     # ----------------------------------------------------------------- collectives
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:

@@ -15,6 +15,7 @@ from ijepa.dist import (
 )
 from ijepa.models import build_models
 from ijepa.train.batches import MemoryBatches, _EpochSampler
+from ijepa.train.guards import translated_errors
 from ijepa.train.loop import train
 from ijepa.train.optim import build_optimizer
 from ijepa.train.parallel import (
@@ -182,6 +183,60 @@ def test_is_comm_error():
     assert not is_comm_error(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not is_comm_error(ValueError("gloo"))
     assert not is_comm_error(DistributedError("rank 0 of 2: timed out"))  # already ours
+
+
+@pytest.fixture
+def fake_group(monkeypatch):
+    """A 2-rank context whose group calls are recorded instead of made (``calls``); a test
+    sets ``barrier_error`` to make the barrier fail."""
+    import ijepa.dist as dist_mod
+
+    state = {"calls": [], "barrier_error": None}
+
+    def barrier():
+        state["calls"].append("barrier")
+        if state["barrier_error"] is not None:
+            raise state["barrier_error"]
+
+    monkeypatch.setattr(dist_mod.tdist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist_mod.tdist, "barrier", barrier)
+    monkeypatch.setattr(
+        dist_mod.tdist, "destroy_process_group", lambda: state["calls"].append("destroy")
+    )
+    state["ctx"] = DistContext(DistInfo(0, 2), torch.device("cpu"), owns_group=True)
+    return state
+
+
+def test_a_finished_run_meets_its_peers_before_leaving_the_group(fake_group):
+    with translated_errors(fake_group["ctx"]):
+        pass
+    assert fake_group["calls"] == ["barrier", "destroy"]
+    assert not fake_group["ctx"].owns_group
+
+
+def test_a_failed_rank_leaves_without_waiting_for_its_peers(fake_group):
+    with pytest.raises(ValueError), translated_errors(fake_group["ctx"]):
+        raise ValueError("bad data on this rank only")
+    assert fake_group["calls"] == ["destroy"]  # a barrier could wait for a peer that went on
+
+
+def test_a_lost_peer_drops_the_group_without_teardown(fake_group):
+    with pytest.raises(DistributedError), translated_errors(fake_group["ctx"]):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:545] Connection reset by peer")
+    assert fake_group["calls"] == []
+
+
+def test_a_peer_gone_at_the_end_barrier_is_said_not_raised(fake_group, caplog):
+    fake_group["barrier_error"] = RuntimeError("Connection closed by peer [127.0.0.1]:1234")
+    with translated_errors(fake_group["ctx"]):
+        pass
+    assert fake_group["calls"] == ["barrier"]  # no teardown that could block on the dead peer
+    assert "left before the end-of-run barrier" in caplog.text
+    fake_group["calls"].clear()
+    fake_group["barrier_error"] = TypeError("not a communication error")
+    fake_group["ctx"].owns_group = True
+    with pytest.raises(TypeError), translated_errors(fake_group["ctx"]):
+        pass
 
 
 def test_nan_skip_is_refused_with_several_processes(tmp_path, monkeypatch):

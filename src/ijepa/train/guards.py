@@ -46,9 +46,10 @@ def translated_errors(ctx: DistContext) -> Iterator[Phase]:
         The :class:`Phase` the caller keeps up to date.
     """
     phase = Phase()
-    comm_failed = False
+    comm_failed = finished = False
     try:
         yield phase
+        finished = True
     except Exception as err:
         if ctx.distributed and is_comm_error(err):
             comm_failed = True
@@ -62,7 +63,7 @@ def translated_errors(ctx: DistContext) -> Iterator[Phase]:
             ) from err
         raise
     finally:
-        ctx.close(after_failure=comm_failed)
+        ctx.close(after_failure=comm_failed, finished=finished)
 
 
 class TimeLimit:
