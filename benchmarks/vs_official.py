@@ -28,7 +28,8 @@ timed (no data loading, in both).
 Our configurations (``--ours``): ``fp32`` and ``bf16`` (``attn_impl=auto``: kernels chosen by
 measurement); ``auto``: bf16 or fp32 as ``meta.use_bfloat16: auto`` resolves it on this machine
 (what the presets use); ``auto-shared``: ``auto`` with ``meta.pred_shared_context`` (one predictor
-pass for all target blocks; fewer FLOPs, so not equal work: its FLOP column says by how much).
+pass for all target blocks; fewer FLOPs, so not equal work: its FLOP column says by how much);
+``fp32-shared``: the same in fp32 (what the presets run on a CPU without native bf16).
 
 Output: one JSON line per child on stdout, the table on stderr. ``peak_rss_mb`` is the child's
 ``ru_maxrss`` read right after the timed steps (before the FLOP count); ``gflop_per_step`` counts
@@ -80,7 +81,7 @@ MASK_SETTINGS = dict(
     allow_overlap=False,
 )
 OFFICIAL_CONFIGS = ("official-fp32", "official-bf16")
-OURS = ("fp32", "bf16", "auto", "auto-shared")
+OURS = ("fp32", "bf16", "auto", "auto-shared", "fp32-shared")
 LR, WD, MOMENTUM = 1e-4, 0.04, 0.996
 
 
@@ -231,7 +232,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
         "pred_emb_dim": w["pred_dim"],
     }
     models = build_models(
-        model_args, attn_impl=spec["attn_impl"], pred_shared_context=config == "auto-shared"
+        model_args, attn_impl=spec["attn_impl"], pred_shared_context=config.endswith("-shared")
     )
     models.target_encoder.eval()
     optimizer = build_optimizer(models.encoder, models.predictor, lr=LR)
@@ -245,7 +246,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
         )
         bf16 = choice.bf16
     else:
-        bf16 = config == "bf16"
+        bf16 = config == "bf16"  # fp32 and fp32-shared: no autocast
 
     def step(i: int) -> None:
         imgs = images_for(i, w["batch"], w["crop"])
@@ -394,8 +395,8 @@ def main(argv: list[str] | None = None) -> None:
         if name not in OURS:
             raise SystemExit(f"unknown --ours {name!r}; choose from {', '.join(OURS)}")
     # official fp32, ours fp32, official bf16, ours bf16, the rest: alternating within a repeat
-    configs = ["official-fp32"] + [c for c in ours if c == "fp32"] + ["official-bf16"]
-    configs += [c for c in ours if c != "fp32"]
+    fp32 = [c for c in ours if c.startswith("fp32")]
+    configs = ["official-fp32", *fp32, "official-bf16"] + [c for c in ours if c not in fp32]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         base = {

@@ -48,7 +48,8 @@ def free_port() -> int:
 
 def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
     """The environment of one rank, as torchrun would set it (one thread per rank), with the
-    repository's ``src`` on ``PYTHONPATH``; SLURM and torchelastic variables dropped."""
+    repository's ``src`` on ``PYTHONPATH`` and Python's fault handler on; SLURM and torchelastic
+    variables dropped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC"))}
     env.update(
         RANK=str(rank),
@@ -58,6 +59,9 @@ def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
         OMP_NUM_THREADS="1",
+        # a rank that aborts (SIGABRT, SIGSEGV) prints its Python stack in its stderr, which
+        # check_ok shows: where it was, not just "terminate called"
+        PYTHONFAULTHANDLER="1",
     )
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
     return env
