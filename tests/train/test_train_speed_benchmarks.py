@@ -49,3 +49,38 @@ def test_vs_official_needs_the_official_tree(tmp_path: Path) -> None:
     proc = _run("benchmarks/vs_official.py", "--official", str(tmp_path))
     assert proc.returncode != 0
     assert "facebookresearch/ijepa work tree" in proc.stderr
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_cpu_prints_its_table(tmp_path: Path) -> None:
+    """``benchmarks/gpu_check.sh`` end to end on the CPU (its documented dry run, eager only):
+    every step runs, the logs and JSON rows land in ``GPU_CHECK_OUT``, and the table has a
+    measured row per batch and dtype."""
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "GPU_CHECK_DEVICE": "cpu",
+        "GPU_CHECK_COMPILE": "0",
+        "GPU_CHECK_SLOW": "6",
+        "GPU_CHECK_BUDGET_S": "900",
+        "GPU_CHECK_OUT": str(tmp_path),
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("b8_eager", "big_eager"):
+        assert (tmp_path / f"{name}.status").read_text().startswith("ok"), name
+        rows = [json.loads(x) for x in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+        assert {r["dtype"] for r in rows} == {"fp32", "bf16"}
+        assert all(r["img_per_s"] > 0 and r["device"] == "cpu" for r in rows)
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    measured = [line for line in table[1:] if "| ok in" in line]
+    assert len(measured) == 4, proc.stdout[-3000:]  # batches 8 and 16, fp32 and bf16, eager
+    assert {line.split("|")[1].strip() for line in measured} == {"8", "16"}
