@@ -1,6 +1,7 @@
 """The speed benchmarks run end to end on a tiny workload (``--quick``): ``throughput.py`` with
-fixed mask sizes and the shared-context predictor, and the official-step driver's refusal to run
-without an official work tree (the official code itself is not part of this repository)."""
+fixed mask sizes and the shared-context predictor, the official-step driver's refusal to run
+without an official work tree (the official code itself is not part of this repository), and
+``gpu_check.sh``'s CPU dry run."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+def _run(
+    *args: str, program: str = sys.executable, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """``program args...`` in the repository, one thread, ``src`` importable, plus ``extra_env``."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", **extra_env}
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, check=False
+        [program, *args], capture_output=True, text=True, env=env, cwd=REPO, check=False
     )
 
 
@@ -56,23 +60,15 @@ def test_gpu_check_dry_run_on_cpu_prints_its_table(tmp_path: Path) -> None:
     """``benchmarks/gpu_check.sh`` end to end on the CPU (its documented dry run, eager only):
     every step runs, the logs and JSON rows land in ``GPU_CHECK_OUT``, and the table has a
     measured row per batch and dtype."""
-    env = {
-        **os.environ,
-        "PYTHON": sys.executable,
-        "GPU_CHECK_DEVICE": "cpu",
-        "GPU_CHECK_COMPILE": "0",
-        "GPU_CHECK_SLOW": "6",
-        "GPU_CHECK_BUDGET_S": "900",
-        "GPU_CHECK_OUT": str(tmp_path),
-        "OMP_NUM_THREADS": "1",
-    }
-    proc = subprocess.run(
-        ["bash", "benchmarks/gpu_check.sh"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        check=False,
+    proc = _run(
+        "benchmarks/gpu_check.sh",
+        program="bash",
+        PYTHON=sys.executable,
+        GPU_CHECK_DEVICE="cpu",
+        GPU_CHECK_COMPILE="0",
+        GPU_CHECK_SLOW="6",
+        GPU_CHECK_BUDGET_S="900",
+        GPU_CHECK_OUT=str(tmp_path),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("b8_eager", "big_eager"):
